@@ -1,0 +1,68 @@
+"""The Starlette application: routes, error handlers and the lifespan that builds its state."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+from temporalio.client import Client
+
+from api.errors import ApiError, on_api_error, on_http_exception, on_unexpected
+from api.health import healthz, readyz
+from api.payments import cancel_payment, create_payment, get_payment, list_payments
+from api.state import ApiState
+from api.webhooks import receive_webhook
+from gateways.sandbox import SandboxWebhookVerifier
+from ledger.engine import create_ledger_engine, session_factory
+from paytide.settings import Settings
+from paytide.temporal import connect
+from workflows.contract import GatewayName
+
+ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/payments", create_payment, methods=["POST"]),
+    Route("/payments", list_payments, methods=["GET"]),
+    Route("/payments/{payment_id}", get_payment, methods=["GET"]),
+    Route("/payments/{payment_id}/cancel", cancel_payment, methods=["POST"]),
+    Route("/webhooks/{gateway}", receive_webhook, methods=["POST"]),
+]
+
+
+def create_app(settings: Settings, *, temporal: Client | None = None) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = temporal or await connect(settings, lazy=True)
+        engine = create_ledger_engine(settings.effective_database_url)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0)) as http:
+            app.state.paytide = ApiState(
+                settings=settings,
+                temporal=client,
+                engine=engine,
+                sessions=session_factory(engine),
+                http=http,
+                verifiers={
+                    GatewayName.SANDBOX: SandboxWebhookVerifier(
+                        [settings.sandbox_webhook_secret.get_secret_value()],
+                        tolerance_seconds=settings.webhook_tolerance,
+                    ),
+                },
+            )
+            try:
+                yield
+            finally:
+                engine.dispose()
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={
+            ApiError: on_api_error,
+            HTTPException: on_http_exception,
+            Exception: on_unexpected,
+        },
+    )

@@ -1,0 +1,77 @@
+"""Reading a JSON request body with a size limit and clear errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from api.errors import ApiError
+
+M = TypeVar("M", bound=BaseModel)
+
+_CODES = {
+    "missing": "required",
+    "extra_forbidden": "unknown_field",
+    "int_type": "invalid_type",
+    "string_type": "invalid_type",
+    "dict_type": "invalid_type",
+    "model_type": "invalid_type",
+    "bool_type": "invalid_type",
+    "greater_than": "too_small",
+    "less_than_equal": "too_large",
+    "string_too_short": "too_short",
+    "string_too_long": "too_long",
+    "string_pattern_mismatch": "invalid_format",
+    "literal_error": "invalid_choice",
+    "enum": "invalid_choice",
+    "ip_any_address": "invalid_format",
+}
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise _too_large(max_bytes)
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > max_bytes:
+            raise _too_large(max_bytes)
+    if not body:
+        raise ApiError(400, "malformed_json", "the request body is empty; send a JSON object")
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ApiError(
+            400, "malformed_json", f"the request body is not valid JSON: {error}"
+        ) from None
+
+
+def _too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, "body_too_large", f"the request body is larger than {max_bytes} bytes")
+
+
+def validate(model: type[M], data: Any) -> M:
+    if not isinstance(data, dict):
+        raise ApiError(422, "validation_failed", "the request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise ApiError(
+            422,
+            "validation_failed",
+            "the request has invalid fields; see details",
+            details=[field_error(item) for item in error.errors()],
+        ) from None
+
+
+def field_error(item: Any) -> dict[str, str]:
+    message = str(item["msg"]).removeprefix("Value error, ")
+    return {
+        "field": ".".join(str(part) for part in item["loc"]) or "body",
+        "code": _CODES.get(item["type"], item["type"]),
+        "message": message,
+    }

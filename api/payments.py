@@ -1,0 +1,322 @@
+"""``/payments``: start a payment (update-with-start), read it, list them, cancel one."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import uuid
+from datetime import datetime
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from temporalio.client import (
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
+)
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from api import idempotency
+from api.auth import merchant_of, state_of
+from api.body import read_json, validate
+from api.errors import ApiError
+from api.schemas import CancelBody, CreatePayment
+from api.state import ApiState
+from ledger import payments as ledger
+from ledger.engine import transaction
+from ledger.models import Payment
+from paytide.logging import get_logger
+from workflows.contract import (
+    TERMINAL_STATUSES,
+    CancelPayment,
+    CaptureMethod,
+    InitiateRequest,
+    InitiateResult,
+    PaymentInput,
+    PaymentRequest,
+    PaymentStatus,
+    PaymentView,
+    RiskContext,
+    WorkflowSettings,
+)
+from workflows.payment import PaymentWorkflow
+from workflows.public import public_payment
+
+log = get_logger("paytide.api.payments")
+REPLAY_HEADER = "Idempotent-Replayed"
+
+
+def _payment_request(
+    body: CreatePayment, *, merchant: str, key: str, request_id: str
+) -> PaymentRequest:
+    workflow = idempotency.workflow_id(merchant, key)
+    return PaymentRequest(
+        payment_id=idempotency.payment_id(workflow),
+        merchant_id=merchant,
+        idempotency_key=key,
+        fingerprint=idempotency.fingerprint(body),
+        amount_minor=body.amount,
+        currency=body.currency,
+        customer_id=body.customer_id,
+        payment_method=body.payment_method,
+        order_id=body.order_id,
+        description=body.description,
+        metadata=dict(body.metadata),
+        capture=CaptureMethod(body.capture),
+        gateway=body.gateway,
+        risk=RiskContext(
+            ip_address=str(body.ip_address) if body.ip_address else None,
+            device_id=body.device_id,
+            country=body.location.country if body.location else None,
+            city=body.location.city if body.location else None,
+        ),
+        request_id=request_id,
+    )
+
+
+def _workflow_settings(state: ApiState) -> WorkflowSettings:
+    s = state.settings
+    return WorkflowSettings(
+        webhook_timeout_seconds=s.webhook_timeout,
+        max_webhook_wait_seconds=s.max_webhook_wait,
+        max_charge_attempts=s.max_charge_attempts,
+        charge_retry_backoff_seconds=s.charge_retry_backoff,
+        risk_block_score=s.risk_block_score,
+    )
+
+
+def _answer(view: PaymentView, *, created: bool) -> JSONResponse:
+    headers = {} if created else {REPLAY_HEADER: "true"}
+    return JSONResponse(public_payment(view), status_code=201 if created else 200, headers=headers)
+
+
+def _key_reused() -> ApiError:
+    return ApiError(
+        422,
+        "idempotency_key_reused",
+        "this Idempotency-Key was already used with a different request; use a new key for a "
+        "new payment",
+    )
+
+
+async def _ledger_row(state: ApiState, merchant: str, key: str) -> Payment | None:
+    def read() -> Payment | None:
+        with transaction(state.sessions) as session:
+            return ledger.get_by_idempotency_key(session, merchant, key)
+
+    return await run_in_threadpool(read)
+
+
+async def create_payment(request: Request) -> Response:
+    state = state_of(request)
+    merchant = merchant_of(request)
+    body = validate(CreatePayment, await read_json(request, state.settings.max_body_bytes))
+    key = idempotency.checked_key(request.headers.get("idempotency-key"))
+    key = key or idempotency.derived_key(merchant, body)
+    payment = _payment_request(body, merchant=merchant, key=key, request_id=uuid.uuid4().hex)
+
+    # A payment that has already ended answers from the ledger: no Temporal round trip, and it
+    # still works after the workflow has left the namespace's retention.
+    existing = await _ledger_row(state, merchant, key)
+    if existing is not None:
+        if existing.fingerprint != payment.fingerprint:
+            raise _key_reused()
+        if PaymentStatus(existing.status) in TERMINAL_STATUSES:
+            return _answer(ledger.to_view(existing), created=False)
+
+    workflow_id = idempotency.workflow_id(merchant, key)
+    start = WithStartWorkflowOperation(
+        PaymentWorkflow.run,
+        PaymentInput(request=payment, settings=_workflow_settings(state)),
+        id=workflow_id,
+        task_queue=state.settings.temporal_task_queue,
+        # Join the running payment on a retry; never start a second run once it has closed.
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    )
+    try:
+        handle = await state.temporal.start_update_with_start_workflow(
+            PaymentWorkflow.initiate,
+            InitiateRequest(fingerprint=payment.fingerprint),
+            start_workflow_operation=start,
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+    except WorkflowUpdateFailedError as error:
+        raise _from_update_failure(error) from None
+    except (WorkflowAlreadyStartedError, RPCError) as error:
+        if isinstance(error, RPCError) and error.status is not RPCStatusCode.ALREADY_EXISTS:
+            raise
+        # The workflow closed between our ledger read and the start: the ledger has it now.
+        return await _replay_from_ledger(state, merchant, key, payment.fingerprint)
+
+    try:
+        result: InitiateResult = await asyncio.wait_for(
+            handle.result(), timeout=state.settings.initiate_wait
+        )
+    except TimeoutError:
+        return _accepted(payment)
+    except WorkflowUpdateFailedError as error:
+        raise _from_update_failure(error) from None
+    created = result.started_by == payment.request_id
+    log.info(
+        "payment_initiated" if created else "payment_replayed",
+        payment_id=payment.payment_id,
+        status=result.payment.status.value,
+    )
+    return _answer(result.payment, created=created)
+
+
+def _from_update_failure(error: WorkflowUpdateFailedError) -> ApiError:
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.type == "idempotency_key_reused":
+        return _key_reused()
+    if isinstance(cause, ApplicationError) and cause.type == "payment_not_cancelable":
+        return ApiError(409, "payment_not_cancelable", cause.message)
+    raise error
+
+
+async def _replay_from_ledger(state: ApiState, merchant: str, key: str, fp: str) -> Response:
+    row = await _ledger_row(state, merchant, key)
+    if row is None:
+        raise ApiError(
+            409,
+            "payment_in_progress",
+            "a payment with this Idempotency-Key exists but is not readable yet; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    if row.fingerprint != fp:
+        raise _key_reused()
+    return _answer(ledger.to_view(row), created=False)
+
+
+def _accepted(payment: PaymentRequest) -> JSONResponse:
+    location = f"/payments/{payment.payment_id}"
+    return JSONResponse(
+        {
+            "id": payment.payment_id,
+            "object": "payment",
+            "status": PaymentStatus.RECEIVED.value,
+            "amount": payment.amount_minor,
+            "currency": payment.currency,
+        },
+        status_code=202,
+        headers={"Location": location},
+    )
+
+
+async def _find(state: ApiState, merchant: str, payment_id: str) -> Payment:
+    def read() -> Payment | None:
+        with transaction(state.sessions) as session:
+            return ledger.get_payment(session, merchant, payment_id)
+
+    row = await run_in_threadpool(read)
+    if row is None:
+        raise ApiError(404, "payment_not_found", f"no payment {payment_id!r} for this merchant")
+    return row
+
+
+async def get_payment(request: Request) -> Response:
+    state = state_of(request)
+    row = await _find(state, merchant_of(request), request.path_params["payment_id"])
+    view = ledger.to_view(row)
+    if view.status is PaymentStatus.REQUIRES_ACTION:
+        # The client secret lives only in the workflow (never in the ledger): ask it.
+        try:
+            handle = state.temporal.get_workflow_handle(row.workflow_id)
+            view = await asyncio.wait_for(handle.query(PaymentWorkflow.status), timeout=2.0)
+        except (TimeoutError, RPCError) as error:
+            log.warning("payment_query_failed", payment_id=row.id, error=str(error))
+    return JSONResponse(public_payment(view))
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, _, last_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return datetime.fromisoformat(created), last_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(400, "invalid_cursor", "cursor is not one this API returned") from None
+
+
+def _encode_cursor(row: Payment) -> str:
+    raw = f"{row.created_at.isoformat()}|{row.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _query_int(value: str | None, name: str, default: int, low: int, high: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise ApiError(400, "invalid_query", f"{name} must be an integer from {low} to {high}")
+    return int(value)
+
+
+async def list_payments(request: Request) -> Response:
+    state = state_of(request)
+    params = request.query_params
+    unknown = set(params) - {"customer_id", "status", "created_after", "limit", "cursor"}
+    if unknown:
+        raise ApiError(400, "invalid_query", f"unknown query parameters: {sorted(unknown)}")
+    limit = _query_int(params.get("limit"), "limit", 20, 1, 100)
+    status = params.get("status")
+    if status is not None and status not in {s.value for s in PaymentStatus}:
+        raise ApiError(
+            400, "invalid_query", f"status must be one of {[s.value for s in PaymentStatus]}"
+        )
+    created_after: datetime | None = None
+    if params.get("created_after"):
+        try:
+            created_after = datetime.fromisoformat(params["created_after"])
+        except ValueError:
+            raise ApiError(400, "invalid_query", "created_after must be an ISO 8601 time") from None
+    after = _decode_cursor(params["cursor"]) if params.get("cursor") else None
+    merchant = merchant_of(request)
+
+    def read() -> list[Payment]:
+        with transaction(state.sessions) as session:
+            return ledger.list_payments(
+                session,
+                merchant_id=merchant,
+                customer_id=params.get("customer_id"),
+                status=status,
+                created_after=created_after,
+                after=after,
+                limit=limit + 1,
+            )
+
+    rows = await run_in_threadpool(read)
+    page = rows[:limit]
+    body: dict[str, Any] = {
+        "object": "list",
+        "data": [public_payment(ledger.to_view(row)) for row in page],
+        "next_cursor": _encode_cursor(page[-1]) if len(rows) > limit else None,
+    }
+    return JSONResponse(body)
+
+
+async def cancel_payment(request: Request) -> Response:
+    state = state_of(request)
+    row = await _find(state, merchant_of(request), request.path_params["payment_id"])
+    raw = await read_json(request, state.settings.max_body_bytes) if await request.body() else {}
+    body = validate(CancelBody, raw)
+    if PaymentStatus(row.status) in TERMINAL_STATUSES:
+        raise ApiError(409, "payment_not_cancelable", f"payment is already {row.status}")
+    handle = state.temporal.get_workflow_handle(row.workflow_id)
+    try:
+        view: PaymentView = await handle.execute_update(
+            PaymentWorkflow.cancel, CancelPayment(reason=body.reason)
+        )
+    except WorkflowUpdateFailedError as error:
+        raise _from_update_failure(error) from None
+    if view.status is not PaymentStatus.CANCELED:
+        raise ApiError(
+            409,
+            "payment_not_cancelable",
+            f"the gateway had already settled this payment: it is {view.status.value}",
+            details=public_payment(view),
+        )
+    return JSONResponse(public_payment(view))

@@ -1,0 +1,87 @@
+"""Request schemas at the HTTP edge: strict, unknown fields rejected, money as integers."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, StrictInt, field_validator
+from pydantic_core import PydanticCustomError
+
+from paytide.money import CURRENCY_EXPONENTS, MAX_AMOUNT_MINOR
+from workflows.contract import GatewayName
+
+Identifier = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
+MAX_METADATA_KEYS = 50
+MAX_METADATA_KEY = 40
+MAX_METADATA_VALUE = 500
+# 13-19 digits, possibly grouped by spaces or dashes: the shape of a card number.
+_PAN = re.compile(r"^(?:\d[ -]?){12,18}\d$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Location(Strict):
+    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+    city: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+
+
+class CreatePayment(Strict):
+    amount: Annotated[StrictInt, Field(gt=0, le=MAX_AMOUNT_MINOR, description="minor units")]
+    currency: Annotated[str, Field(description="ISO 4217 code, upper case")]
+    customer_id: Identifier
+    payment_method: Identifier
+    order_id: Identifier
+    description: Annotated[str, Field(max_length=1000)] | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    capture: Literal["automatic", "manual"] = "automatic"
+    gateway: GatewayName | None = None
+    ip_address: IPvAnyAddress | None = None
+    device_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    location: Location | None = None
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, value: str) -> str:
+        if value not in CURRENCY_EXPONENTS:
+            raise PydanticCustomError(
+                "unsupported_currency",
+                "currency must be an upper-case ISO 4217 code paytide supports, such as USD, "
+                "EUR or JPY",
+            )
+        return value
+
+    @field_validator("payment_method", mode="before")
+    @classmethod
+    def _no_card_numbers(cls, value: object) -> object:
+        if isinstance(value, str) and _PAN.match(value.strip()):
+            # Card data must never enter paytide; tokenise on the client with the gateway.
+            raise PydanticCustomError(
+                "card_number_not_allowed",
+                "payment_method must be a gateway token (for example pm_...), never a card number",
+            )
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded_metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_METADATA_KEYS:
+            raise PydanticCustomError(
+                "too_many_keys", f"metadata holds at most {MAX_METADATA_KEYS} keys"
+            )
+        for key, item in value.items():
+            if not key or len(key) > MAX_METADATA_KEY:
+                raise PydanticCustomError(
+                    "invalid_key", f"metadata keys are 1 to {MAX_METADATA_KEY} characters"
+                )
+            if len(item) > MAX_METADATA_VALUE:
+                raise PydanticCustomError(
+                    "value_too_long", f"metadata values are at most {MAX_METADATA_VALUE} characters"
+                )
+        return value
+
+
+class CancelBody(Strict):
+    reason: Annotated[str, Field(min_length=1, max_length=200)] = "requested_by_merchant"

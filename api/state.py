@@ -1,0 +1,24 @@
+"""What the API process holds for its lifetime, built once in the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy import Engine
+from temporalio.client import Client
+
+from gateways.base import WebhookVerifier
+from ledger.engine import SessionFactory
+from paytide.settings import Settings
+from workflows.contract import GatewayName
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    temporal: Client
+    engine: Engine
+    sessions: SessionFactory
+    http: httpx.AsyncClient
+    verifiers: dict[GatewayName, WebhookVerifier]

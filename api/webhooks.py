@@ -1,0 +1,105 @@
+"""``POST /webhooks/{gateway}``: verify, record, find the payment, signal its workflow."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.auth import state_of
+from api.errors import ApiError
+from api.state import ApiState
+from gateways.base import WebhookRejected
+from ledger import payments as ledger
+from ledger.engine import transaction
+from ledger.models import Payment
+from paytide.logging import get_logger
+from workflows.contract import GatewayEvent, GatewayName
+from workflows.payment import PaymentWorkflow
+
+log = get_logger("paytide.api.webhooks")
+MAX_WEBHOOK_BYTES = 256 * 1024
+
+
+async def receive_webhook(request: Request) -> Response:
+    state = state_of(request)
+    name = request.path_params["gateway"]
+    verifier = next((v for g, v in state.verifiers.items() if g.value == name), None)
+    if verifier is None:
+        raise ApiError(404, "unknown_gateway", f"no webhook endpoint for gateway {name!r}")
+    body = await request.body()
+    if len(body) > MAX_WEBHOOK_BYTES:
+        raise ApiError(413, "body_too_large", "webhook body too large")
+    try:
+        # The signature is checked before the body is parsed or anything is stored.
+        events = verifier.verify(request.headers, body)
+    except WebhookRejected as rejected:
+        log.warning("webhook_rejected", gateway=name, reason=rejected.reason)
+        raise ApiError(400, rejected.reason, str(rejected)) from None
+    outcomes = [await _deliver(state, event) for event in events]
+    return JSONResponse({"received": len(events), "deliveries": outcomes})
+
+
+async def _deliver(state: ApiState, event: GatewayEvent) -> str:
+    def record() -> tuple[Payment | None, bool]:
+        with transaction(state.sessions) as session:
+            payment = _find_payment(session, event)
+            fresh = ledger.record_webhook(
+                session,
+                provider=event.provider.value,
+                event_id=event.event_id,
+                event_type=event.event_type,
+                payment_id=payment.id if payment else None,
+                gateway_reference=event.gateway_reference,
+            )
+            return payment, fresh
+
+    payment, fresh = await run_in_threadpool(record)
+    if payment is None:
+        log.info("webhook_for_unknown_payment", event_id=event.event_id, provider=event.provider)
+        await _mark(state, event, "unknown_payment")
+        return "unknown_payment"
+    # A re-delivered event is signalled again: the first delivery may have been recorded and
+    # then lost before the signal. The workflow drops duplicates by event id.
+    try:
+        await state.temporal.get_workflow_handle(payment.workflow_id).signal(
+            PaymentWorkflow.gateway_event, event
+        )
+    except RPCError as error:
+        if error.status is not RPCStatusCode.NOT_FOUND:
+            raise
+        log.info("webhook_for_closed_payment", event_id=event.event_id, payment_id=payment.id)
+        await _mark(state, event, "payment_closed")
+        return "payment_closed"
+    log.info(
+        "webhook_signalled",
+        event_id=event.event_id,
+        payment_id=payment.id,
+        duplicate=not fresh,
+    )
+    await _mark(state, event, "signalled")
+    return "signalled"
+
+
+def _find_payment(session: Session, event: GatewayEvent) -> Payment | None:
+    if event.payment_id:
+        row = session.get(Payment, event.payment_id)
+        if row is not None:
+            return row
+    if event.gateway_reference:
+        return ledger.find_by_gateway_reference(
+            session, event.provider.value, event.gateway_reference
+        )
+    return None
+
+
+async def _mark(state: ApiState, event: GatewayEvent, delivery: str) -> None:
+    def write() -> None:
+        with transaction(state.sessions) as session:
+            ledger.mark_webhook(
+                session, provider=event.provider.value, event_id=event.event_id, delivery=delivery
+            )
+
+    await run_in_threadpool(write)

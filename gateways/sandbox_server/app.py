@@ -1,0 +1,184 @@
+"""The sandbox gateway's HTTP API: authentication, request parsing and JSON answers.
+
+Requests are served without the lifespan having run (httpx's ASGITransport skips it); the
+lifespan's only job is to stop background work and close the webhook client at shutdown.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import structlog
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from gateways.sandbox_server.charges import ChargeStore
+from gateways.sandbox_server.config import SandboxConfig
+from gateways.sandbox_server.errors import SandboxError, handle_http_error, handle_sandbox_error
+from gateways.sandbox_server.processor import Processor
+from gateways.sandbox_server.schemas import CreateChargeBody, ThreeDSBody
+from gateways.sandbox_server.tasks import TaskTracker
+from gateways.sandbox_server.webhooks import WebhookDispatcher
+
+logger = structlog.get_logger(__name__)
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _idempotency_key(request: Request) -> str:
+    key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
+    if not key:
+        raise SandboxError(
+            400,
+            "missing_idempotency_key",
+            f"send an {IDEMPOTENCY_HEADER} header, unique per logical operation",
+        )
+    return key
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        payload = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise SandboxError(400, "invalid_request", "the body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise SandboxError(400, "invalid_request", "the body must be a JSON object")
+    return payload
+
+
+def _invalid(error: ValidationError) -> SandboxError:
+    fields = [
+        {"field": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}
+        for item in error.errors()
+    ]
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return SandboxError(400, "invalid_request", summary, details={"fields": fields})
+
+
+class _Api:
+    def __init__(self, config: SandboxConfig, store: ChargeStore, processor: Processor) -> None:
+        self._api_key = config.api_key
+        self._store = store
+        self._processor = processor
+
+    def _authenticate(self, request: Request) -> None:
+        token = _bearer_token(request)
+        if token is None or not hmac.compare_digest(token.encode(), self._api_key.encode()):
+            raise SandboxError(401, "unauthorized", "send Authorization: Bearer <sandbox api key>")
+
+    async def healthz(self, _request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def create_charge(self, request: Request) -> JSONResponse:
+        self._authenticate(request)
+        key = _idempotency_key(request)
+        self._store.count_request(key)
+        try:
+            body = CreateChargeBody.model_validate(await _json_object(request))
+        except ValidationError as error:
+            raise _invalid(error) from None
+
+        def redirect_url_for(charge_id: str) -> str:
+            return str(request.url_for("complete_3ds", charge_id=charge_id))
+
+        charge, replayed = await self._processor.create_charge(body, key, redirect_url_for)
+        headers = {"Idempotent-Replayed": "true"} if replayed else None
+        return JSONResponse(charge.to_json(), headers=headers)
+
+    async def find_charge(self, request: Request) -> JSONResponse:
+        self._authenticate(request)
+        key = request.query_params.get("idempotency_key")
+        if not key:
+            raise SandboxError(
+                400, "invalid_request", "pass ?idempotency_key=...; listing charges is not offered"
+            )
+        return JSONResponse(self._processor.for_key(key).to_json())
+
+    async def get_charge(self, request: Request) -> JSONResponse:
+        self._authenticate(request)
+        return JSONResponse(self._processor.get(request.path_params["charge_id"]).to_json())
+
+    async def cancel_charge(self, request: Request) -> JSONResponse:
+        self._authenticate(request)
+        _idempotency_key(request)
+        charge = self._processor.cancel(request.path_params["charge_id"])
+        return JSONResponse(charge.to_json())
+
+    async def complete_3ds(self, request: Request) -> JSONResponse:
+        # No bearer token: this is the customer's browser, which holds only the client secret.
+        try:
+            body = ThreeDSBody.model_validate(await _json_object(request))
+        except ValidationError as error:
+            raise _invalid(error) from None
+        charge = self._processor.complete_3ds(
+            request.path_params["charge_id"], body.client_secret, body.result == "success"
+        )
+        return JSONResponse(charge.to_json())
+
+    async def stats(self, request: Request) -> JSONResponse:
+        self._authenticate(request)
+        return JSONResponse(self._store.stats())
+
+
+def create_sandbox_app(
+    config: SandboxConfig, *, webhook_transport: httpx.AsyncBaseTransport | None = None
+) -> Starlette:
+    """Build a sandbox gateway whose state lives in memory for the life of the returned app.
+
+    ``webhook_transport`` lets tests deliver webhooks in-process (an ``httpx.ASGITransport``)
+    instead of over the network.
+    """
+    store = ChargeStore()
+    tasks = TaskTracker()
+    dispatcher = WebhookDispatcher(
+        url=config.webhook_url,
+        secret=config.webhook_secret,
+        max_attempts=config.webhook_max_attempts,
+        transport=webhook_transport,
+    )
+    processor = Processor(config=config, store=store, dispatcher=dispatcher, tasks=tasks)
+    api = _Api(config, store, processor)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        logger.info("sandbox_started", webhook_url=config.webhook_url)
+        try:
+            yield
+        finally:
+            await tasks.aclose()
+            await dispatcher.aclose()
+            logger.info("sandbox_stopped")
+
+    routes = [
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/v1/charges", api.create_charge, methods=["POST"]),
+        Route("/v1/charges", api.find_charge, methods=["GET"]),
+        Route("/v1/charges/{charge_id}", api.get_charge, methods=["GET"]),
+        Route("/v1/charges/{charge_id}/cancel", api.cancel_charge, methods=["POST"]),
+        Route(
+            "/v1/charges/{charge_id}/3ds", api.complete_3ds, methods=["POST"], name="complete_3ds"
+        ),
+        Route("/v1/stats", api.stats, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={SandboxError: handle_sandbox_error, HTTPException: handle_http_error},
+    )
+    app.state.store = store
+    app.state.tasks = tasks
+    return app

@@ -1,0 +1,131 @@
+"""Charges as the sandbox processor keeps them, and the in-memory store that holds them.
+
+Everything lives in process memory and is lost on restart; that is the point of a sandbox. The
+store is only touched from the event loop, so plain dicts are safe; the per-key lock exists
+because handlers await (a slow charge) between checking a key and recording its charge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class ChargeStatus(StrEnum):
+    PENDING = "pending"
+    REQUIRES_ACTION = "requires_action"
+    AUTHORIZED = "authorized"
+    SUCCEEDED = "succeeded"
+    DECLINED = "declined"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+# Money has not moved yet in these states, so the charge may still be canceled.
+CANCELABLE = frozenset(
+    {ChargeStatus.PENDING, ChargeStatus.REQUIRES_ACTION, ChargeStatus.AUTHORIZED}
+)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChargeFailure:
+    code: str
+    message: str
+    retryable: bool = False
+
+
+@dataclass(kw_only=True)
+class Charge:
+    id: str
+    status: ChargeStatus
+    amount: int
+    currency: str
+    capture: str
+    reference: str
+    metadata: dict[str, str]
+    created: int
+    client_secret: str | None = None
+    redirect_url: str | None = None
+    failure: ChargeFailure | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        next_action = (
+            {"type": "redirect_to_url", "redirect_url": self.redirect_url}
+            if self.status is ChargeStatus.REQUIRES_ACTION and self.redirect_url
+            else None
+        )
+        failure = (
+            None
+            if self.failure is None
+            else {
+                "code": self.failure.code,
+                "message": self.failure.message,
+                "retryable": self.failure.retryable,
+            }
+        )
+        return {
+            "id": self.id,
+            "status": str(self.status),
+            "amount": self.amount,
+            "currency": self.currency,
+            "capture": self.capture,
+            "reference": self.reference,
+            "metadata": dict(self.metadata),
+            "client_secret": self.client_secret,
+            "next_action": next_action,
+            "failure": failure,
+            "created": self.created,
+        }
+
+
+@dataclass(frozen=True)
+class _KeyedCharge:
+    charge_id: str
+    # Hash of the request body that created the charge, to detect a key reused for another body.
+    fingerprint: str
+
+
+@dataclass
+class ChargeStore:
+    charges: dict[str, Charge] = field(default_factory=dict)
+    requests_by_key: Counter[str] = field(default_factory=Counter)
+    charges_by_reference: Counter[str] = field(default_factory=Counter)
+    _by_key: dict[str, _KeyedCharge] = field(default_factory=dict)
+    _key_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def count_request(self, idempotency_key: str) -> int:
+        """Record one more request under the key; return how many there have been."""
+        self.requests_by_key[idempotency_key] += 1
+        return self.requests_by_key[idempotency_key]
+
+    def key_lock(self, idempotency_key: str) -> asyncio.Lock:
+        """Serialises requests sharing a key, so a concurrent retry replays instead of charging."""
+        return self._key_locks.setdefault(idempotency_key, asyncio.Lock())
+
+    def for_key(self, idempotency_key: str) -> tuple[Charge, str] | None:
+        keyed = self._by_key.get(idempotency_key)
+        if keyed is None:
+            return None
+        return self.charges[keyed.charge_id], keyed.fingerprint
+
+    def add(self, charge: Charge, idempotency_key: str, fingerprint: str) -> None:
+        self.charges[charge.id] = charge
+        self._by_key[idempotency_key] = _KeyedCharge(charge.id, fingerprint)
+        self.charges_by_reference[charge.reference] += 1
+
+    def get(self, charge_id: str) -> Charge | None:
+        return self.charges.get(charge_id)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {
+            "charges_by_reference": dict(self.charges_by_reference),
+            "requests_by_key": dict(self.requests_by_key),
+        }

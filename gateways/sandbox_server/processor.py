@@ -1,0 +1,216 @@
+"""What the sandbox does with a charge: scripted outcomes, settlement and the webhooks it sends.
+
+This module is the card processor; `app` is only its HTTP face.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+
+import structlog
+
+from gateways.sandbox_server.charges import (
+    CANCELABLE,
+    Charge,
+    ChargeFailure,
+    ChargeStatus,
+    ChargeStore,
+    new_id,
+)
+from gateways.sandbox_server.config import SandboxConfig
+from gateways.sandbox_server.errors import SandboxError
+from gateways.sandbox_server.scenarios import Scenario, scenario_for
+from gateways.sandbox_server.schemas import CreateChargeBody
+from gateways.sandbox_server.tasks import TaskTracker
+from gateways.sandbox_server.webhooks import WebhookDispatcher, build_event
+
+logger = structlog.get_logger(__name__)
+
+RedirectUrlFor = Callable[[str], str]
+
+CARD_DECLINED = ChargeFailure(code="card_declined", message="The card was declined.")
+PROCESSOR_UNAVAILABLE = ChargeFailure(
+    code="processor_unavailable",
+    message="The card network did not answer; a new charge attempt may succeed.",
+    retryable=True,
+)
+AUTHENTICATION_FAILED = ChargeFailure(
+    code="authentication_failed", message="The customer failed the 3-D Secure challenge."
+)
+
+
+class Processor:
+    def __init__(
+        self,
+        *,
+        config: SandboxConfig,
+        store: ChargeStore,
+        dispatcher: WebhookDispatcher,
+        tasks: TaskTracker,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._dispatcher = dispatcher
+        self._tasks = tasks
+        self._clock = clock
+
+    async def create_charge(
+        self,
+        body: CreateChargeBody,
+        idempotency_key: str,
+        redirect_url_for: RedirectUrlFor,
+    ) -> tuple[Charge, bool]:
+        """Create the charge for a key, or replay the one it already made (then True)."""
+        scenario = scenario_for(body.payment_method)
+        if scenario is None:
+            raise SandboxError(
+                400,
+                "invalid_payment_method",
+                "payment_method must be a payment-method token starting with 'pm_'",
+            )
+        fingerprint = body.fingerprint()
+        async with self._store.key_lock(idempotency_key):
+            existing = self._store.for_key(idempotency_key)
+            if existing is not None:
+                charge, original = existing
+                if not hmac.compare_digest(original, fingerprint):
+                    raise SandboxError(
+                        409,
+                        "idempotency_conflict",
+                        "this Idempotency-Key was already used with a different request body; "
+                        "use a new key for a new charge",
+                    )
+                logger.info("charge_replayed", charge_id=charge.id, reference=charge.reference)
+                return charge, True
+            if scenario is Scenario.FLAKY and (
+                self._store.requests_by_key[idempotency_key] <= self._config.flaky_failures
+            ):
+                # Refused before anything is recorded, so a retry with the same key is safe.
+                raise SandboxError(503, "service_unavailable", "the sandbox is flaky; retry")
+            if scenario is Scenario.SLOW:
+                await asyncio.sleep(self._config.slow_delay)
+            charge = self._open(body, scenario, redirect_url_for)
+            self._store.add(charge, idempotency_key, fingerprint)
+        logger.info(
+            "charge_created",
+            charge_id=charge.id,
+            reference=charge.reference,
+            status=str(charge.status),
+            scenario=str(scenario),
+        )
+        self._follow_up(charge, scenario)
+        return charge, False
+
+    def _open(
+        self, body: CreateChargeBody, scenario: Scenario, redirect_url_for: RedirectUrlFor
+    ) -> Charge:
+        charge = Charge(
+            id=new_id("ch"),
+            status=ChargeStatus.PENDING,
+            amount=body.amount,
+            currency=body.currency,
+            capture=body.capture,
+            reference=body.reference,
+            metadata=dict(body.metadata),
+            created=int(self._clock()),
+        )
+        if scenario is Scenario.DECLINE:
+            charge.status = ChargeStatus.DECLINED
+            charge.failure = CARD_DECLINED
+        elif scenario is Scenario.THREE_DS:
+            charge.status = ChargeStatus.REQUIRES_ACTION
+            charge.client_secret = f"{charge.id}_secret_{secrets.token_hex(12)}"
+            charge.redirect_url = redirect_url_for(charge.id)
+        elif (
+            scenario is Scenario.RETRYABLE and self._store.charges_by_reference[body.reference] == 0
+        ):
+            charge.status = ChargeStatus.FAILED
+            charge.failure = PROCESSOR_UNAVAILABLE
+        return charge
+
+    def _follow_up(self, charge: Charge, scenario: Scenario) -> None:
+        if charge.status is ChargeStatus.PENDING and scenario is not Scenario.SILENT:
+            self._tasks.spawn(self._settle(charge.id), name=f"settle-{charge.id}")
+        elif charge.status in {ChargeStatus.DECLINED, ChargeStatus.FAILED}:
+            # Sent for immediate failures too, as Stripe does, so the webhook path sees every
+            # final state; receivers deduplicate by event id.
+            self._announce(charge, "charge.failed")
+
+    def _success_status(self, charge: Charge) -> tuple[ChargeStatus, str]:
+        if charge.capture == "manual":
+            return ChargeStatus.AUTHORIZED, "charge.authorized"
+        return ChargeStatus.SUCCEEDED, "charge.succeeded"
+
+    async def _settle(self, charge_id: str) -> None:
+        await asyncio.sleep(self._config.webhook_delay)
+        charge = self._store.get(charge_id)
+        if charge is None or charge.status is not ChargeStatus.PENDING:
+            return  # Canceled while pending: the cancellation already told the receiver.
+        charge.status, event_type = self._success_status(charge)
+        logger.info("charge_settled", charge_id=charge.id, status=str(charge.status))
+        await self._dispatcher.deliver(build_event(charge, event_type, int(self._clock())))
+
+    def _announce(self, charge: Charge, event_type: str) -> None:
+        # The snapshot is taken now, at the transition, so every retry sends the same payload.
+        event = build_event(charge, event_type, int(self._clock()))
+
+        async def send_later() -> None:
+            await asyncio.sleep(self._config.webhook_delay)
+            await self._dispatcher.deliver(event)
+
+        self._tasks.spawn(send_later(), name=f"webhook-{event['id']}")
+
+    def get(self, charge_id: str) -> Charge:
+        charge = self._store.get(charge_id)
+        if charge is None:
+            raise SandboxError(404, "not_found", f"no charge {charge_id!r}")
+        return charge
+
+    def for_key(self, idempotency_key: str) -> Charge:
+        found = self._store.for_key(idempotency_key)
+        if found is None:
+            raise SandboxError(404, "not_found", "no charge was created with this idempotency key")
+        return found[0]
+
+    def complete_3ds(self, charge_id: str, client_secret: str, succeeded: bool) -> Charge:
+        charge = self.get(charge_id)
+        if charge.client_secret is None or not hmac.compare_digest(
+            charge.client_secret.encode(), client_secret.encode()
+        ):
+            raise SandboxError(403, "invalid_client_secret", "client_secret does not match")
+        if charge.status is not ChargeStatus.REQUIRES_ACTION:
+            raise SandboxError(
+                409,
+                "charge_not_actionable",
+                f"the charge is {charge.status}, no challenge is waiting",
+                details={"charge": charge.to_json()},
+            )
+        if succeeded:
+            charge.status, event_type = self._success_status(charge)
+        else:
+            charge.status, event_type = ChargeStatus.DECLINED, "charge.failed"
+            charge.failure = AUTHENTICATION_FAILED
+        logger.info("charge_authenticated", charge_id=charge.id, status=str(charge.status))
+        self._announce(charge, event_type)
+        return charge
+
+    def cancel(self, charge_id: str) -> Charge:
+        charge = self.get(charge_id)
+        if charge.status is ChargeStatus.CANCELED:
+            return charge
+        if charge.status not in CANCELABLE:
+            raise SandboxError(
+                409,
+                "charge_not_cancelable",
+                f"the charge is already {charge.status} and can no longer be canceled",
+                details={"charge": charge.to_json()},
+            )
+        charge.status = ChargeStatus.CANCELED
+        logger.info("charge_canceled", charge_id=charge.id)
+        self._announce(charge, "charge.canceled")
+        return charge

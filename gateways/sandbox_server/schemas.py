@@ -1,0 +1,37 @@
+"""Request bodies the sandbox accepts, validated at its HTTP edge."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+
+
+class CreateChargeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    amount: StrictInt = Field(gt=0)
+    currency: StrictStr = Field(pattern=r"^[A-Za-z]{3}$")
+    payment_method: StrictStr = Field(min_length=1, max_length=200)
+    capture: Literal["automatic", "manual"] = "automatic"
+    reference: StrictStr = Field(min_length=1, max_length=200)
+    metadata: dict[StrictStr, StrictStr] = Field(default_factory=dict, max_length=50)
+
+    @field_validator("currency")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    def fingerprint(self) -> str:
+        """Identifies the request's content, to tell a retry from a reused key."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
+
+class ThreeDSBody(BaseModel):
+    """What the customer's browser posts after the challenge; the client secret authorises it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    client_secret: StrictStr = Field(min_length=1)
+    result: Literal["success", "failure"]

@@ -1,0 +1,112 @@
+"""The ledger's tables. Every write to them is idempotent, because activities run at least once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp(*, index: bool = False) -> Any:
+    return Field(
+        default_factory=utcnow,
+        sa_column=Column(DateTime(timezone=True), nullable=False, index=index),
+    )
+
+
+class Payment(SQLModel, table=True):
+    __tablename__ = "payments"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "idempotency_key", name="uq_payments_merchant_key"),
+        # The seed's two secondary indexes: a customer's history and the status dashboards.
+        Index("ix_payments_customer_created", "customer_id", "created_at"),
+        Index("ix_payments_status_created", "status", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    merchant_id: str = Field(max_length=64)
+    idempotency_key: str = Field(max_length=255)
+    fingerprint: str = Field(max_length=64)
+    workflow_id: str = Field(max_length=400, unique=True)
+    status: str = Field(max_length=32)
+    amount_minor: int = Field(sa_type=BigInteger)
+    currency: str = Field(max_length=3)
+    customer_id: str = Field(max_length=255)
+    order_id: str = Field(max_length=255)
+    payment_method: str = Field(max_length=255)
+    description: str | None = Field(default=None, max_length=1000)
+    payment_metadata: dict[str, str] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSON, nullable=False)
+    )
+    capture_method: str = Field(max_length=16)
+    gateway: str | None = Field(default=None, max_length=16)
+    gateway_reference: str | None = Field(default=None, max_length=255, index=True)
+    risk_score: int | None = None
+    risk_factors: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    ip_address: str | None = Field(default=None, max_length=64)
+    device_id: str | None = Field(default=None, max_length=255)
+    country: str | None = Field(default=None, max_length=2)
+    failure_code: str | None = Field(default=None, max_length=64)
+    failure_message: str | None = Field(default=None, max_length=1000)
+    failure_retryable: bool | None = None
+    # Sequence number of the last transition applied: a re-delivered older write is ignored.
+    last_seq: int = 0
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class PaymentEvent(SQLModel, table=True):
+    """Append-only log of every status change, one row per workflow transition."""
+
+    __tablename__ = "payment_events"
+    __table_args__ = (UniqueConstraint("payment_id", "seq", name="uq_payment_events_seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    payment_id: str = Field(max_length=40, foreign_key="payments.id")
+    seq: int
+    status: str = Field(max_length=32)
+    reason: str | None = Field(default=None, max_length=1000)
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _timestamp()
+
+
+class WebhookEvent(SQLModel, table=True):
+    """Every verified gateway webhook, unique per provider and event id."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (UniqueConstraint("provider", "event_id", name="uq_webhook_events_event"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=16)
+    event_id: str = Field(max_length=255)
+    event_type: str = Field(max_length=64)
+    payment_id: str | None = Field(default=None, max_length=40, index=True)
+    gateway_reference: str | None = Field(default=None, max_length=255)
+    delivery: str = Field(default="received", max_length=32)
+    received_at: datetime = _timestamp()
+
+
+class Notification(SQLModel, table=True):
+    """The outcome of telling the merchant about a payment event."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("payment_id", "event_type", name="uq_notifications_payment_event"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    payment_id: str = Field(max_length=40, foreign_key="payments.id")
+    event_type: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()

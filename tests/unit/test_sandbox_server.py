@@ -1,0 +1,483 @@
+"""The sandbox gateway's HTTP API, driven in-process: scripted tokens, idempotency, webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from gateways.sandbox_server import SandboxConfig, create_sandbox_app
+from gateways.signing import verify
+from tests.support.webhook_recorder import WebhookRecorder
+
+pytestmark = pytest.mark.unit
+
+API_KEY = "sk_sandbox_unit"
+WEBHOOK_SECRET = "whsec_sandbox_unit"
+CONFIG = SandboxConfig(
+    api_key=API_KEY,
+    webhook_url="http://receiver.test/webhooks",
+    webhook_secret=WEBHOOK_SECRET,
+    webhook_delay=0.01,
+    slow_delay=0.2,
+    flaky_failures=2,
+    webhook_max_attempts=3,
+)
+
+
+@dataclass
+class Sandbox:
+    app: Starlette
+    client: httpx.AsyncClient
+    recorder: WebhookRecorder
+
+    async def charge(
+        self, key: str | None = None, **fields: Any
+    ) -> tuple[httpx.Response, dict[str, Any]]:
+        body = charge_body(**fields)
+        response = await self.client.post(
+            "/v1/charges", json=body, headers={"Idempotency-Key": key or new_key()}
+        )
+        return response, response.json()
+
+    async def stats(self) -> dict[str, dict[str, int]]:
+        stats: dict[str, dict[str, int]] = (await self.client.get("/v1/stats")).json()
+        return stats
+
+    async def settled(self) -> None:
+        """Wait until every scheduled settlement and webhook delivery has finished."""
+        async with asyncio.timeout(5):
+            await self.app.state.tasks.join()
+
+    @property
+    def background(self) -> int:
+        pending: int = self.app.state.tasks.pending
+        return pending
+
+
+def new_key() -> str:
+    return f"key-{uuid4()}"
+
+
+def charge_body(**fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "amount": 1250,
+        "currency": "EUR",
+        "payment_method": "pm_sandbox_ok",
+        "capture": "automatic",
+        "reference": f"pay-{uuid4()}",
+        "metadata": {"payment_id": "pay-1", "workflow_id": "payment-demo-1"},
+    }
+    body.update(fields)
+    return body
+
+
+@asynccontextmanager
+async def running_sandbox(
+    config: SandboxConfig = CONFIG, *, fail_first: int = 0
+) -> AsyncIterator[Sandbox]:
+    recorder = WebhookRecorder(fail_first=fail_first)
+    app = create_sandbox_app(config, webhook_transport=httpx.ASGITransport(recorder.app))
+    # ASGITransport skips the lifespan; entering it here makes shutdown stop background work.
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app),
+            base_url="http://sandbox.test",
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        ) as client,
+    ):
+        yield Sandbox(app, client, recorder)
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Sandbox]:
+    async with running_sandbox() as running:
+        yield running
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    return error
+
+
+async def test_healthz_needs_no_credentials(sandbox: Sandbox) -> None:
+    """GET /healthz answers ok without an Authorization header."""
+    response = await sandbox.client.get("/healthz", headers={"Authorization": ""})
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer sk_wrong", f"Basic {API_KEY}", "Bearer"])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/charges"),
+        ("GET", "/v1/charges?idempotency_key=k"),
+        ("GET", "/v1/charges/ch_x"),
+        ("POST", "/v1/charges/ch_x/cancel"),
+        ("GET", "/v1/stats"),
+    ],
+)
+async def test_api_requires_the_bearer_api_key(
+    sandbox: Sandbox, authorization: str | None, method: str, path: str
+) -> None:
+    """Every API endpoint answers 401 `unauthorized` without the right bearer token."""
+    headers = {"Idempotency-Key": new_key()}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(sandbox.app), base_url="http://sandbox.test"
+    ) as anonymous:
+        response = await anonymous.request(method, path, json=charge_body(), headers=headers)
+    assert_error(response, 401, "unauthorized")
+    assert (await sandbox.stats())["requests_by_key"] == {}
+
+
+async def test_charge_requires_an_idempotency_key(sandbox: Sandbox) -> None:
+    """POST /v1/charges without Idempotency-Key is refused and creates nothing."""
+    response = await sandbox.client.post("/v1/charges", json=charge_body())
+    assert_error(response, 400, "missing_idempotency_key")
+    assert (await sandbox.stats())["charges_by_reference"] == {}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        charge_body(amount=0),
+        charge_body(amount=-5),
+        charge_body(amount="1250"),
+        charge_body(amount=12.5),
+        charge_body(amount=True),
+        charge_body(currency="EURO"),
+        charge_body(capture="later"),
+        charge_body(reference=""),
+        charge_body(metadata={"n": 1}),
+        charge_body(surprise="field"),
+        {key: value for key, value in charge_body().items() if key != "payment_method"},
+        [charge_body()],
+    ],
+)
+async def test_invalid_charge_body_is_rejected(sandbox: Sandbox, body: Any) -> None:
+    """A body that is not a valid charge is 400 `invalid_request` naming the field."""
+    response = await sandbox.client.post(
+        "/v1/charges", json=body, headers={"Idempotency-Key": new_key()}
+    )
+    assert_error(response, 400, "invalid_request")
+    assert (await sandbox.stats())["charges_by_reference"] == {}
+
+
+async def test_non_json_body_is_rejected(sandbox: Sandbox) -> None:
+    """A body that is not JSON is 400 `invalid_request`."""
+    response = await sandbox.client.post(
+        "/v1/charges", content=b"amount=1", headers={"Idempotency-Key": new_key()}
+    )
+    assert_error(response, 400, "invalid_request")
+
+
+@pytest.mark.parametrize("payment_method", ["tok_visa", "4242424242424242", "PM_sandbox_ok"])
+async def test_payment_method_must_be_a_pm_token(sandbox: Sandbox, payment_method: str) -> None:
+    """A payment method that is not a pm_ token is 400 `invalid_payment_method`."""
+    response, _ = await sandbox.charge(payment_method=payment_method)
+    assert_error(response, 400, "invalid_payment_method")
+
+
+async def test_ok_is_pending_then_succeeds_with_a_signed_webhook(sandbox: Sandbox) -> None:
+    """pm_sandbox_ok answers pending, then settles and sends a signed charge.succeeded."""
+    response, charge = await sandbox.charge(payment_method="pm_sandbox_ok", currency="eur")
+    assert response.status_code == 200
+    assert charge["id"].startswith("ch_")
+    assert charge["status"] == "pending"
+    assert charge["currency"] == "EUR"
+    assert charge["client_secret"] is None
+    assert charge["next_action"] is None
+    assert charge["failure"] is None
+    assert charge["created"] == pytest.approx(time.time(), abs=5)
+
+    webhook = await sandbox.recorder.wait_for_event(charge["id"], "charge.succeeded")
+    verify(webhook.headers["sandbox-signature"], webhook.body, [WEBHOOK_SECRET], 60, time.time())
+    event = webhook.json()
+    assert event["id"].startswith("evt_")
+    assert event["data"]["status"] == "succeeded"
+    assert event["data"]["amount"] == 1250
+    assert event["data"]["metadata"] == {"payment_id": "pay-1", "workflow_id": "payment-demo-1"}
+    latest = (await sandbox.client.get(f"/v1/charges/{charge['id']}")).json()
+    assert latest["status"] == "succeeded"
+
+
+async def test_ok_with_manual_capture_is_authorized(sandbox: Sandbox) -> None:
+    """With capture=manual the charge settles as authorized and the event is charge.authorized."""
+    _, charge = await sandbox.charge(capture="manual")
+    webhook = await sandbox.recorder.wait_for_event(charge["id"], "charge.authorized")
+    assert webhook.json()["data"]["status"] == "authorized"
+
+
+async def test_unlisted_pm_token_behaves_like_ok(sandbox: Sandbox) -> None:
+    """Any pm_ token without a script approves, like an ordinary test card."""
+    _, charge = await sandbox.charge(payment_method="pm_card_visa")
+    assert charge["status"] == "pending"
+    await sandbox.recorder.wait_for_event(charge["id"], "charge.succeeded")
+
+
+async def test_decline_is_an_immediate_outcome(sandbox: Sandbox) -> None:
+    """pm_sandbox_decline answers declined with card_declined, and announces charge.failed."""
+    response, charge = await sandbox.charge(payment_method="pm_sandbox_decline")
+    assert response.status_code == 200
+    assert charge["status"] == "declined"
+    assert charge["failure"]["code"] == "card_declined"
+    assert charge["failure"]["retryable"] is False
+    webhook = await sandbox.recorder.wait_for_event(charge["id"], "charge.failed")
+    assert webhook.json()["data"]["failure"]["code"] == "card_declined"
+
+
+async def test_3ds_requires_action_then_succeeds(sandbox: Sandbox) -> None:
+    """pm_sandbox_3ds needs a challenge; completing it with the client secret succeeds."""
+    _, charge = await sandbox.charge(payment_method="pm_sandbox_3ds")
+    assert charge["status"] == "requires_action"
+    assert charge["client_secret"].startswith(f"{charge['id']}_secret_")
+    redirect = charge["next_action"]["redirect_url"]
+    assert charge["next_action"]["type"] == "redirect_to_url"
+    assert redirect == f"http://sandbox.test/v1/charges/{charge['id']}/3ds"
+    assert sandbox.background == 0  # Nothing happens until the customer acts.
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(sandbox.app)) as browser:
+        wrong = await browser.post(redirect, json={"client_secret": "nope", "result": "success"})
+        assert_error(wrong, 403, "invalid_client_secret")
+        done = await browser.post(
+            redirect, json={"client_secret": charge["client_secret"], "result": "success"}
+        )
+        assert done.status_code == 200
+        assert done.json()["status"] == "succeeded"
+        assert done.json()["next_action"] is None
+        again = await browser.post(
+            redirect, json={"client_secret": charge["client_secret"], "result": "failure"}
+        )
+        assert_error(again, 409, "charge_not_actionable")
+    await sandbox.recorder.wait_for_event(charge["id"], "charge.succeeded")
+
+
+async def test_3ds_failure_fails_the_charge(sandbox: Sandbox) -> None:
+    """A failed challenge declines the charge with authentication_failed and charge.failed."""
+    _, charge = await sandbox.charge(payment_method="pm_sandbox_3ds")
+    done = await sandbox.client.post(
+        charge["next_action"]["redirect_url"],
+        json={"client_secret": charge["client_secret"], "result": "failure"},
+    )
+    assert done.json()["status"] == "declined"
+    assert done.json()["failure"]["code"] == "authentication_failed"
+    webhook = await sandbox.recorder.wait_for_event(charge["id"], "charge.failed")
+    assert webhook.json()["data"]["failure"]["code"] == "authentication_failed"
+
+
+async def test_silent_stays_pending_without_a_webhook(sandbox: Sandbox) -> None:
+    """pm_sandbox_silent stays pending and schedules no webhook; polling shows pending."""
+    _, charge = await sandbox.charge(payment_method="pm_sandbox_silent")
+    assert charge["status"] == "pending"
+    assert sandbox.background == 0
+    latest = (await sandbox.client.get(f"/v1/charges/{charge['id']}")).json()
+    assert latest["status"] == "pending"
+
+
+async def test_flaky_fails_before_creating_then_charges_once(sandbox: Sandbox) -> None:
+    """pm_sandbox_flaky answers 503 twice per key, creates nothing then, and charges once."""
+    key, body = new_key(), charge_body(payment_method="pm_sandbox_flaky")
+    answers = []
+    for _ in range(4):
+        response = await sandbox.client.post(
+            "/v1/charges", json=body, headers={"Idempotency-Key": key}
+        )
+        answers.append(response)
+    assert [r.status_code for r in answers] == [503, 503, 200, 200]
+    assert_error(answers[0], 503, "service_unavailable")
+    assert answers[2].json()["id"] == answers[3].json()["id"]
+    stats = await sandbox.stats()
+    assert stats["requests_by_key"][key] == 4
+    assert stats["charges_by_reference"][body["reference"]] == 1
+
+
+async def test_flaky_counts_failures_per_key(sandbox: Sandbox) -> None:
+    """A new idempotency key gets its own run of 503s."""
+    for _ in range(2):
+        first, _ = await sandbox.charge(payment_method="pm_sandbox_flaky")
+        assert first.status_code == 503
+
+
+async def test_slow_answers_after_the_delay(sandbox: Sandbox) -> None:
+    """pm_sandbox_slow holds the request for slow_delay, then behaves like ok."""
+    started = time.monotonic()
+    _, charge = await sandbox.charge(payment_method="pm_sandbox_slow")
+    assert time.monotonic() - started >= CONFIG.slow_delay
+    assert charge["status"] == "pending"
+    await sandbox.recorder.wait_for_event(charge["id"], "charge.succeeded")
+
+
+async def test_concurrent_retries_of_one_key_charge_once(sandbox: Sandbox) -> None:
+    """Two requests racing on one key (a client retry during a slow answer) share one charge."""
+    key, body = new_key(), charge_body(payment_method="pm_sandbox_slow")
+    first, second = await asyncio.gather(
+        sandbox.client.post("/v1/charges", json=body, headers={"Idempotency-Key": key}),
+        sandbox.client.post("/v1/charges", json=body, headers={"Idempotency-Key": key}),
+    )
+    assert first.json()["id"] == second.json()["id"]
+    assert (await sandbox.stats())["charges_by_reference"][body["reference"]] == 1
+
+
+async def test_retryable_fails_first_attempt_of_a_reference_only(sandbox: Sandbox) -> None:
+    """pm_sandbox_retryable fails the first charge of a reference; a new key succeeds."""
+    body = charge_body(payment_method="pm_sandbox_retryable")
+    first = await sandbox.client.post(
+        "/v1/charges", json=body, headers={"Idempotency-Key": new_key()}
+    )
+    assert first.json()["status"] == "failed"
+    assert first.json()["failure"] == {
+        "code": "processor_unavailable",
+        "message": first.json()["failure"]["message"],
+        "retryable": True,
+    }
+    replay = await sandbox.client.post(
+        "/v1/charges",
+        json=body,
+        headers={"Idempotency-Key": first.request.headers["Idempotency-Key"]},
+    )
+    assert replay.json()["status"] == "failed"  # Same key, same answer.
+    second = await sandbox.client.post(
+        "/v1/charges", json=body, headers={"Idempotency-Key": new_key()}
+    )
+    assert second.json()["status"] == "pending"
+    assert second.json()["id"] != first.json()["id"]
+    assert (await sandbox.stats())["charges_by_reference"][body["reference"]] == 2
+    await sandbox.recorder.wait_for_event(first.json()["id"], "charge.failed")
+    await sandbox.recorder.wait_for_event(second.json()["id"], "charge.succeeded")
+
+
+async def test_same_key_same_body_replays_the_charge(sandbox: Sandbox) -> None:
+    """A retried request returns the original charge, marked as a replay, and charges once."""
+    key, body = new_key(), charge_body()
+    first = await sandbox.client.post("/v1/charges", json=body, headers={"Idempotency-Key": key})
+    second = await sandbox.client.post("/v1/charges", json=body, headers={"Idempotency-Key": key})
+    assert second.status_code == 200
+    assert second.json()["id"] == first.json()["id"]
+    assert "idempotent-replayed" not in first.headers
+    assert second.headers["idempotent-replayed"] == "true"
+    stats = await sandbox.stats()
+    assert stats == {
+        "charges_by_reference": {body["reference"]: 1},
+        "requests_by_key": {key: 2},
+    }
+
+
+async def test_same_key_different_body_conflicts(sandbox: Sandbox) -> None:
+    """Reusing a key for a different charge is 409 `idempotency_conflict` and charges nothing."""
+    key, body = new_key(), charge_body()
+    await sandbox.client.post("/v1/charges", json=body, headers={"Idempotency-Key": key})
+    response = await sandbox.client.post(
+        "/v1/charges", json={**body, "amount": 9999}, headers={"Idempotency-Key": key}
+    )
+    assert_error(response, 409, "idempotency_conflict")
+    assert (await sandbox.stats())["charges_by_reference"] == {body["reference"]: 1}
+
+
+async def test_charges_can_be_found_by_id_and_by_key(sandbox: Sandbox) -> None:
+    """GET by id and by idempotency key return the charge; unknown ones are 404 `not_found`."""
+    key = new_key()
+    _, charge = await sandbox.charge(key, payment_method="pm_sandbox_silent")
+    by_id = await sandbox.client.get(f"/v1/charges/{charge['id']}")
+    by_key = await sandbox.client.get("/v1/charges", params={"idempotency_key": key})
+    assert by_id.json() == charge
+    assert by_key.json() == charge
+    assert_error(await sandbox.client.get("/v1/charges/ch_missing"), 404, "not_found")
+    missing = await sandbox.client.get("/v1/charges", params={"idempotency_key": "nope"})
+    assert_error(missing, 404, "not_found")
+    assert_error(await sandbox.client.get("/v1/charges"), 400, "invalid_request")
+
+
+async def test_cancel_a_pending_charge(sandbox: Sandbox) -> None:
+    """A pending charge cancels, announces charge.canceled once, and cancels idempotently."""
+    _, charge = await sandbox.charge(payment_method="pm_sandbox_silent")
+    path = f"/v1/charges/{charge['id']}/cancel"
+    first = await sandbox.client.post(path, headers={"Idempotency-Key": new_key()})
+    again = await sandbox.client.post(path, headers={"Idempotency-Key": new_key()})
+    assert first.json()["status"] == again.json()["status"] == "canceled"
+    await sandbox.settled()
+    assert [e["type"] for e in sandbox.recorder.events_for(charge["id"])] == ["charge.canceled"]
+
+
+async def test_cancel_wins_over_a_pending_settlement(sandbox: Sandbox) -> None:
+    """Canceling before the ok webhook fires stops the charge from succeeding."""
+    slow_webhooks = replace(CONFIG, webhook_delay=0.1)
+    async with running_sandbox(slow_webhooks) as slow:
+        _, charge = await slow.charge(payment_method="pm_sandbox_ok")
+        canceled = await slow.client.post(
+            f"/v1/charges/{charge['id']}/cancel", headers={"Idempotency-Key": new_key()}
+        )
+        assert canceled.json()["status"] == "canceled"
+        await slow.recorder.wait_for_event(charge["id"], "charge.canceled")
+        await slow.settled()
+        latest = (await slow.client.get(f"/v1/charges/{charge['id']}")).json()
+        assert latest["status"] == "canceled"
+        assert [e["type"] for e in slow.recorder.events_for(charge["id"])] == ["charge.canceled"]
+
+
+async def test_cancel_refuses_a_final_charge(sandbox: Sandbox) -> None:
+    """Canceling a declined charge is 409 `charge_not_cancelable` carrying its state."""
+    _, charge = await sandbox.charge(payment_method="pm_sandbox_decline")
+    response = await sandbox.client.post(
+        f"/v1/charges/{charge['id']}/cancel", headers={"Idempotency-Key": new_key()}
+    )
+    error = assert_error(response, 409, "charge_not_cancelable")
+    assert error["charge"]["status"] == "declined"
+
+
+async def test_cancel_needs_a_key_and_a_known_charge(sandbox: Sandbox) -> None:
+    """Cancel without Idempotency-Key is 400; an unknown charge is 404."""
+    _, charge = await sandbox.charge(payment_method="pm_sandbox_silent")
+    no_key = await sandbox.client.post(f"/v1/charges/{charge['id']}/cancel")
+    assert_error(no_key, 400, "missing_idempotency_key")
+    unknown = await sandbox.client.post(
+        "/v1/charges/ch_missing/cancel", headers={"Idempotency-Key": new_key()}
+    )
+    assert_error(unknown, 404, "not_found")
+
+
+async def test_webhook_is_retried_until_accepted_with_a_stable_event_id() -> None:
+    """A failing receiver gets the same event id again (re-signed) until it answers 2xx."""
+    async with running_sandbox(fail_first=2) as sandbox:
+        _, charge = await sandbox.charge()
+        await sandbox.recorder.wait_for_event(charge["id"], "charge.succeeded")
+        attempts = sandbox.recorder.received
+        assert [w.status for w in attempts] == [500, 500, 200]
+        assert len({w.json()["id"] for w in attempts}) == 1
+        assert len({w.body for w in attempts}) == 1
+
+
+async def test_webhook_delivery_gives_up_after_max_attempts() -> None:
+    """Delivery stops after webhook_max_attempts failures instead of retrying forever."""
+    async with running_sandbox(replace(CONFIG, webhook_max_attempts=2), fail_first=99) as sandbox:
+        await sandbox.charge()
+        await sandbox.settled()
+        assert [w.status for w in sandbox.recorder.received] == [500, 500]
+
+
+async def test_shutdown_cancels_pending_background_work() -> None:
+    """Leaving the lifespan stops scheduled settlements; nothing is sent afterwards."""
+    async with running_sandbox(replace(CONFIG, webhook_delay=30)) as sandbox:
+        await sandbox.charge()
+        assert sandbox.background == 1
+    assert sandbox.background == 0
+    assert sandbox.recorder.received == []
+
+
+async def test_unknown_route_answers_json(sandbox: Sandbox) -> None:
+    """Unknown paths get the same JSON error shape as every other error."""
+    assert_error(await sandbox.client.get("/v2/whatever"), 404, "not_found")

@@ -1,0 +1,60 @@
+"""Assemble the Temporal worker: the payment workflow and every activity with its dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import Executor
+
+import httpx
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.gateway import GatewayActivities
+from activities.ledger import LedgerActivities
+from activities.notify import NotificationActivities
+from activities.risk import RiskActivities
+from gateways.base import Gateway
+from ledger.engine import SessionFactory
+from paytide.settings import Settings
+from workflows.contract import GatewayName
+from workflows.payment import PaymentWorkflow
+
+WORKFLOWS = [PaymentWorkflow]
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    *,
+    sessions: SessionFactory,
+    gateways: Mapping[GatewayName, Gateway],
+    http: httpx.AsyncClient,
+    executor: Executor,
+    task_queue: str | None = None,
+) -> Worker:
+    ledger = LedgerActivities(sessions)
+    risk = RiskActivities(sessions)
+    gateway = GatewayActivities(gateways)
+    secret = settings.merchant_callback_secret
+    notify = NotificationActivities(
+        http,
+        sessions,
+        callback_url=settings.merchant_callback_url or None,
+        signing_secret=secret.get_secret_value() if secret else None,
+    )
+    return Worker(
+        client,
+        task_queue=task_queue or settings.temporal_task_queue,
+        workflows=WORKFLOWS,
+        activities=[
+            ledger.record_transition,
+            ledger.record_notification_failure,
+            risk.score_risk,
+            gateway.charge,
+            gateway.reconcile,
+            gateway.cancel,
+            notify.notify_merchant,
+        ],
+        # Ledger and risk activities are synchronous database code; they run on these threads.
+        activity_executor=executor,
+    )

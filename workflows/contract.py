@@ -1,0 +1,288 @@
+"""The contract of a payment: statuses and the frozen dataclasses that cross Temporal's boundary.
+
+Running histories carry these types. Add fields only with defaults; never rename or retype one.
+This module imports nothing of paytide's, so workflows stay deterministic and every layer may
+depend on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class PaymentStatus(StrEnum):
+    RECEIVED = "received"
+    RISK_CHECK = "risk_check"
+    CHARGING = "charging"
+    REQUIRES_ACTION = "requires_action"
+    AWAITING_WEBHOOK = "awaiting_webhook"
+    AUTHORIZED = "authorized"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    BLOCKED = "blocked"
+    CANCELED = "canceled"
+    # The gateway's answer stays unknown after reconciling: an operator must look.
+    NEEDS_ATTENTION = "needs_attention"
+    # The gateway reported something that contradicts the payment (amount, currency).
+    CONFLICTED = "conflicted"
+
+
+TERMINAL_STATUSES = frozenset(
+    {PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.BLOCKED, PaymentStatus.CANCELED}
+)
+
+
+class GatewayName(StrEnum):
+    SANDBOX = "sandbox"
+    STRIPE = "stripe"
+    ADYEN = "adyen"
+
+
+class CaptureMethod(StrEnum):
+    AUTOMATIC = "automatic"
+    MANUAL = "manual"
+
+
+class ChargeState(StrEnum):
+    """What a gateway says about one charge, in paytide's words."""
+
+    PENDING = "pending"
+    REQUIRES_ACTION = "requires_action"
+    AUTHORIZED = "authorized"
+    SUCCEEDED = "succeeded"
+    DECLINED = "declined"
+    # The gateway refused this attempt but says another attempt may work.
+    RETRYABLE_FAILURE = "retryable_failure"
+    CANCELED = "canceled"
+    # The gateway has no charge under this reference or idempotency key.
+    NOT_FOUND = "not_found"
+
+
+FINAL_CHARGE_STATES = frozenset(
+    {ChargeState.SUCCEEDED, ChargeState.DECLINED, ChargeState.CANCELED, ChargeState.AUTHORIZED}
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failure:
+    code: str
+    message: str
+    retryable: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class RiskContext:
+    ip_address: str | None = None
+    device_id: str | None = None
+    country: str | None = None
+    city: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentRequest:
+    """Everything the merchant asked for, validated at the HTTP edge."""
+
+    payment_id: str
+    merchant_id: str
+    idempotency_key: str
+    fingerprint: str
+    amount_minor: int
+    currency: str
+    customer_id: str
+    payment_method: str
+    order_id: str
+    description: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    capture: CaptureMethod = CaptureMethod.AUTOMATIC
+    gateway: GatewayName | None = None
+    risk: RiskContext = field(default_factory=RiskContext)
+    # Nonce of the HTTP request that started the workflow: tells a first request from a replay.
+    request_id: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowSettings:
+    """Timing knobs captured at start, so a settings change never rewrites a running history."""
+
+    webhook_timeout_seconds: float = 60.0
+    max_webhook_wait_seconds: float = 24 * 3600.0
+    max_charge_attempts: int = 3
+    charge_retry_backoff_seconds: float = 2.0
+    risk_block_score: int = 80
+    default_gateway: GatewayName = GatewayName.SANDBOX
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentInput:
+    request: PaymentRequest
+    settings: WorkflowSettings = field(default_factory=WorkflowSettings)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChargeRequest:
+    payment_id: str
+    workflow_id: str
+    merchant_id: str
+    gateway: GatewayName
+    idempotency_key: str
+    amount_minor: int
+    currency: str
+    payment_method: str
+    customer_id: str
+    capture: CaptureMethod = CaptureMethod.AUTOMATIC
+    description: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NextAction:
+    type: str
+    redirect_url: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChargeOutcome:
+    state: ChargeState
+    gateway_reference: str | None = None
+    client_secret: str | None = None
+    next_action: NextAction | None = None
+    failure: Failure | None = None
+    amount_minor: int | None = None
+    currency: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChargeLookup:
+    """Find a charge by its gateway reference, or failing that by our idempotency key."""
+
+    gateway: GatewayName
+    gateway_reference: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelRequest:
+    gateway: GatewayName
+    gateway_reference: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayEvent:
+    """A verified gateway webhook, delivered to the payment workflow as a signal."""
+
+    provider: GatewayName
+    event_id: str
+    event_type: str
+    state: ChargeState
+    gateway_reference: str | None = None
+    amount_minor: int | None = None
+    currency: str | None = None
+    failure: Failure | None = None
+    # Our own ids, echoed back by gateways that carry metadata; used to find the payment.
+    payment_id: str | None = None
+    workflow_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RiskFactor:
+    name: str
+    weight: int
+    # Counts, averages and thresholds that made the factor fire: an operator must see why.
+    evidence: dict[str, int | str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RiskAssessment:
+    score: int
+    factors: list[RiskFactor] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RiskInput:
+    request: PaymentRequest
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transition:
+    """One status change, written to the ledger (row update + event) and nothing else."""
+
+    payment_id: str
+    workflow_id: str
+    seq: int
+    status: PaymentStatus
+    reason: str | None = None
+    gateway: GatewayName | None = None
+    gateway_reference: str | None = None
+    risk: RiskAssessment | None = None
+    failure: Failure | None = None
+    # Carried by the first transition only, so the ledger row can be created from it.
+    request: PaymentRequest | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentView:
+    """The payment as the API shows it, built from workflow state."""
+
+    payment_id: str
+    workflow_id: str
+    status: PaymentStatus
+    amount_minor: int
+    currency: str
+    customer_id: str
+    order_id: str
+    capture: CaptureMethod
+    gateway: GatewayName | None = None
+    gateway_reference: str | None = None
+    client_secret: str | None = None
+    next_action: NextAction | None = None
+    risk_score: int | None = None
+    risk_factors: list[RiskFactor] = field(default_factory=list)
+    failure: Failure | None = None
+    charge_attempts: int = 0
+    # Seconds since the epoch of the next reconcile deadline while waiting on the gateway.
+    next_deadline: str | None = None
+    created_at: str = ""
+    updated_at: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitiateRequest:
+    """Sent by the API with update-with-start; answered once the charge has been initiated."""
+
+    fingerprint: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class InitiateResult:
+    payment: PaymentView
+    # The request_id of the request that started this payment.
+    started_by: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelPayment:
+    reason: str = "requested_by_merchant"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotificationInput:
+    payment: PaymentView
+    event_type: str
+    merchant_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotificationResult:
+    delivered: bool
+    status_code: int | None = None
+    skipped_reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotificationFailure:
+    payment_id: str
+    event_type: str
+    error: str
+    attempts: int

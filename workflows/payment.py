@@ -1,0 +1,560 @@
+"""PaymentWorkflow: the whole life of one payment, read top to bottom.
+
+received → risk check → charging → awaiting_webhook | requires_action
+         → succeeded | failed | blocked | canceled   (or needs_attention / conflicted for a human)
+
+The workflow id is ``payment-{merchant}-{idempotency key}``: Temporal's id uniqueness is what
+makes a retried request join the same payment instead of charging again.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState
+
+with workflow.unsafe.imports_passed_through():
+    from activities.gateway import GatewayActivities
+    from activities.ledger import LedgerActivities
+    from activities.notify import NotificationActivities
+    from activities.risk import RiskActivities
+    from paytide import search_attributes as sa
+    from workflows.contract import (
+        CancelPayment,
+        CancelRequest,
+        ChargeLookup,
+        ChargeOutcome,
+        ChargeRequest,
+        ChargeState,
+        Failure,
+        GatewayEvent,
+        GatewayName,
+        InitiateRequest,
+        InitiateResult,
+        NotificationFailure,
+        NotificationInput,
+        PaymentInput,
+        PaymentRequest,
+        PaymentStatus,
+        PaymentView,
+        RiskAssessment,
+        RiskInput,
+        Transition,
+    )
+
+# Transport trouble is retried here, inside one charge attempt, with the same gateway key.
+GATEWAY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
+)
+# The ledger is ours: keep trying rather than lose a record. An outage stalls, never drops.
+LEDGER_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
+)
+NOTIFY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=5,
+)
+# Reconciling after the webhook deadline has passed and we were told to escalate.
+ATTENTION_RECONCILE_EVERY = timedelta(hours=1)
+
+_OUTCOME_STATUS = {
+    ChargeState.SUCCEEDED: PaymentStatus.SUCCEEDED,
+    ChargeState.AUTHORIZED: PaymentStatus.AUTHORIZED,
+    ChargeState.DECLINED: PaymentStatus.FAILED,
+    ChargeState.CANCELED: PaymentStatus.CANCELED,
+}
+_EVENT_TYPE = {
+    PaymentStatus.SUCCEEDED: "payment.succeeded",
+    PaymentStatus.AUTHORIZED: "payment.authorized",
+    PaymentStatus.FAILED: "payment.failed",
+    PaymentStatus.BLOCKED: "payment.blocked",
+    PaymentStatus.CANCELED: "payment.canceled",
+    PaymentStatus.CONFLICTED: "payment.conflicted",
+}
+
+
+@workflow.defn(name="PaymentWorkflow")
+class PaymentWorkflow:
+    @workflow.init
+    def __init__(self, input: PaymentInput) -> None:
+        self._request = input.request
+        self._settings = input.settings
+        self._status = PaymentStatus.RECEIVED
+        self._seq = 0
+        self._gateway: GatewayName = input.request.gateway or input.settings.default_gateway
+        self._attempt = 0
+        self._outcome: ChargeOutcome | None = None
+        self._risk: RiskAssessment | None = None
+        self._failure: Failure | None = None
+        self._initiated = False
+        # Set when the payment reached its final status; waiting updates return then.
+        self._done = False
+        self._cancel: CancelPayment | None = None
+        self._seen_events: set[str] = set()
+        # Final gateway events by gateway reference; a webhook may arrive before we know ours.
+        self._final_events: dict[str, GatewayEvent] = {}
+        self._next_deadline: str | None = None
+        self._created_at = workflow.now().isoformat()
+        self._updated_at = self._created_at
+
+    @workflow.run
+    async def run(self, input: PaymentInput) -> PaymentView:
+        self._upsert_static_search_attributes()
+        await self._transition(PaymentStatus.RECEIVED, request=self._request)
+
+        await self._transition(PaymentStatus.RISK_CHECK)
+        self._risk = await self._score_risk()
+        if self._risk.score >= self._settings.risk_block_score:
+            await self._finish(
+                PaymentStatus.BLOCKED,
+                Failure(
+                    code="blocked_by_risk",
+                    message=f"risk score {self._risk.score} reached the block threshold "
+                    f"{self._settings.risk_block_score}",
+                ),
+            )
+        elif self._cancel is not None:
+            await self._finish(PaymentStatus.CANCELED, reason=self._cancel.reason)
+        else:
+            await self._charge_until_settled()
+
+        await self._notify_merchant()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._view()
+
+    # ---- Messages -------------------------------------------------------------------------
+
+    @workflow.update
+    async def initiate(self, request: InitiateRequest) -> InitiateResult:
+        """Answer the API once the gateway has answered the charge (or the payment ended)."""
+        await workflow.wait_condition(lambda: self._initiated)
+        return InitiateResult(payment=self._view(), started_by=self._request.request_id)
+
+    @initiate.validator
+    def _validate_initiate(self, request: InitiateRequest) -> None:
+        if request.fingerprint != self._request.fingerprint:
+            raise ApplicationError(
+                "this Idempotency-Key was already used with a different request body",
+                type="idempotency_key_reused",
+                non_retryable=True,
+            )
+
+    @workflow.update
+    async def cancel(self, request: CancelPayment) -> PaymentView:
+        self._cancel = request
+        await workflow.wait_condition(lambda: self._done)
+        return self._view()
+
+    @cancel.validator
+    def _validate_cancel(self, request: CancelPayment) -> None:
+        if self._done or self._status is PaymentStatus.AUTHORIZED:
+            raise ApplicationError(
+                f"payment is {self._status.value}; only a payment that is not yet captured "
+                "or final can be canceled",
+                type="payment_not_cancelable",
+                non_retryable=True,
+            )
+
+    @workflow.signal
+    def gateway_event(self, event: GatewayEvent) -> None:
+        if event.event_id in self._seen_events:
+            return
+        self._seen_events.add(event.event_id)
+        is_final = event.state in _OUTCOME_STATUS or event.state is ChargeState.RETRYABLE_FAILURE
+        if is_final and event.gateway_reference:
+            # First final word wins: a late or re-ordered event never overwrites it.
+            self._final_events.setdefault(event.gateway_reference, event)
+
+    @workflow.query
+    def status(self) -> PaymentView:
+        return self._view()
+
+    # ---- The charge -----------------------------------------------------------------------
+
+    async def _charge_until_settled(self) -> None:
+        settings = self._settings
+        while True:
+            self._attempt += 1
+            await self._transition(PaymentStatus.CHARGING, gateway=self._gateway)
+            outcome = await self._charge_once()
+            if outcome is not None:
+                outcome = await self._follow_until_final(outcome)
+            if outcome is None:
+                return  # escalated or finished inside the helpers
+            if outcome.state is not ChargeState.RETRYABLE_FAILURE:
+                await self._settle(outcome)
+                return
+            if self._cancel is not None:
+                await self._finish(PaymentStatus.CANCELED, reason=self._cancel.reason)
+                return
+            if self._attempt >= settings.max_charge_attempts:
+                await self._finish(
+                    PaymentStatus.FAILED,
+                    outcome.failure
+                    or Failure(code="retries_exhausted", message="gateway kept failing"),
+                )
+                return
+            backoff = settings.charge_retry_backoff_seconds * 2 ** (self._attempt - 1)
+            await workflow.sleep(timedelta(seconds=backoff), summary="backoff before next charge")
+
+    async def _charge_once(self) -> ChargeOutcome | None:
+        """One charge attempt with its own gateway key; None when the payment was finished."""
+        key = self._charge_key(self._attempt)
+        request = ChargeRequest(
+            payment_id=self._request.payment_id,
+            workflow_id=workflow.info().workflow_id,
+            merchant_id=self._request.merchant_id,
+            gateway=self._gateway,
+            idempotency_key=key,
+            amount_minor=self._request.amount_minor,
+            currency=self._request.currency,
+            payment_method=self._request.payment_method,
+            customer_id=self._request.customer_id,
+            capture=self._request.capture,
+            description=self._request.description,
+            metadata=self._request.metadata,
+        )
+        try:
+            outcome = await workflow.execute_activity_method(
+                GatewayActivities.charge,
+                request,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=GATEWAY_RETRY,
+                summary=f"charge via {self._gateway.value} (attempt {self._attempt})",
+            )
+        except ActivityError as error:
+            return await self._after_charge_error(error, key)
+        self._record_outcome(outcome)
+        return outcome
+
+    async def _after_charge_error(self, error: ActivityError, key: str) -> ChargeOutcome | None:
+        cause = error.cause
+        if error.retry_state is RetryState.NON_RETRYABLE_FAILURE:
+            # The gateway refused the request itself (bad credentials, our bug): no charge exists.
+            code = (
+                cause.type
+                if isinstance(cause, ApplicationError) and cause.type
+                else "gateway_error"
+            )
+            await self._finish(
+                PaymentStatus.FAILED,
+                Failure(code=_snake(code), message=str(cause or error), retryable=False),
+            )
+            return None
+        # Transport retries ran out. A request may still have reached the gateway, so ask
+        # before deciding; never start a new attempt on a charge whose fate is unknown.
+        found = await self._reconcile(ChargeLookup(gateway=self._gateway, idempotency_key=key))
+        if found is None:
+            await self._escalate("gateway unreachable: charge outcome unknown after retries")
+            # Keep following the charge by its key: a webhook or a later reconcile decides.
+            return ChargeOutcome(state=ChargeState.PENDING)
+        if found.state is ChargeState.NOT_FOUND:
+            await self._finish(
+                PaymentStatus.FAILED,
+                Failure(
+                    code="gateway_unavailable",
+                    message=f"{self._gateway.value} did not answer after retries; "
+                    "nothing was charged",
+                    retryable=True,
+                ),
+            )
+            return None
+        self._record_outcome(found)
+        return found
+
+    async def _follow_until_final(self, outcome: ChargeOutcome) -> ChargeOutcome | None:
+        """Wait on webhooks (and reconcile on deadlines) until the gateway gives a final word."""
+        started = workflow.now()
+        max_wait = timedelta(seconds=self._settings.max_webhook_wait_seconds)
+        wait = timedelta(seconds=self._settings.webhook_timeout_seconds)
+        while outcome.state in (ChargeState.PENDING, ChargeState.REQUIRES_ACTION):
+            waiting = (
+                PaymentStatus.REQUIRES_ACTION
+                if outcome.state is ChargeState.REQUIRES_ACTION
+                else PaymentStatus.AWAITING_WEBHOOK
+            )
+            if self._status not in (waiting, PaymentStatus.NEEDS_ATTENTION):
+                await self._transition(waiting, gateway_reference=outcome.gateway_reference)
+            self._initiated = True
+            self._next_deadline = (workflow.now() + wait).isoformat()
+            try:
+                await workflow.wait_condition(
+                    lambda: self._final_event() is not None or self._cancel is not None,
+                    timeout=wait,
+                    timeout_summary="webhook deadline",
+                )
+            except TimeoutError:
+                pass
+            self._next_deadline = None
+            event = self._final_event()
+            if event is not None:
+                return self._outcome_from_event(event)
+            if self._cancel is not None:
+                return await self._cancel_at_gateway(outcome)
+            reconciled = await self._reconcile(self._lookup())
+            if reconciled is not None and reconciled.state not in (
+                ChargeState.PENDING,
+                ChargeState.REQUIRES_ACTION,
+                ChargeState.NOT_FOUND,
+            ):
+                self._record_outcome(reconciled)
+                return reconciled
+            if (
+                workflow.now() - started >= max_wait
+                and self._status is not PaymentStatus.NEEDS_ATTENTION
+            ):
+                await self._escalate("no final answer from the gateway within the maximum wait")
+                wait = ATTENTION_RECONCILE_EVERY
+        return outcome
+
+    async def _settle(self, outcome: ChargeOutcome) -> None:
+        if outcome.amount_minor is not None and (
+            outcome.amount_minor != self._request.amount_minor
+            or (outcome.currency or "").upper() != self._request.currency
+        ):
+            await self._finish(
+                PaymentStatus.CONFLICTED,
+                Failure(
+                    code="amount_mismatch",
+                    message=f"gateway reported {outcome.amount_minor} {outcome.currency}, "
+                    f"payment is {self._request.amount_minor} {self._request.currency}",
+                ),
+            )
+            return
+        status = _OUTCOME_STATUS.get(outcome.state)
+        if status is None:
+            await self._escalate(f"unexpected gateway state {outcome.state.value}")
+            return
+        await self._finish(status, outcome.failure if status is PaymentStatus.FAILED else None)
+
+    async def _cancel_at_gateway(self, outcome: ChargeOutcome) -> ChargeOutcome:
+        if outcome.gateway_reference is None:
+            return ChargeOutcome(state=ChargeState.CANCELED)
+        result = await workflow.execute_activity_method(
+            GatewayActivities.cancel,
+            CancelRequest(
+                gateway=self._gateway,
+                gateway_reference=outcome.gateway_reference,
+                idempotency_key=f"{self._charge_key(self._attempt)}/cancel",
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=GATEWAY_RETRY,
+            summary="cancel at gateway",
+        )
+        self._record_outcome(result)
+        return result
+
+    async def _reconcile(self, lookup: ChargeLookup) -> ChargeOutcome | None:
+        """Ask the gateway for the charge's state; None when the gateway cannot be reached."""
+        try:
+            return await workflow.execute_activity_method(
+                GatewayActivities.reconcile,
+                lookup,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=GATEWAY_RETRY,
+                summary="reconcile with gateway",
+            )
+        except ActivityError:
+            return None
+
+    # ---- Helpers that read state ----------------------------------------------------------
+
+    def _charge_key(self, attempt: int) -> str:
+        # Derived from the workflow's own attempt counter, never the activity's retry attempt:
+        # a retried activity reuses the key, so the gateway can never charge twice for it.
+        return f"{workflow.info().workflow_id}/charge/{attempt}"
+
+    def _lookup(self) -> ChargeLookup:
+        reference = self._outcome.gateway_reference if self._outcome else None
+        return ChargeLookup(
+            gateway=self._gateway,
+            gateway_reference=reference,
+            idempotency_key=self._charge_key(self._attempt),
+        )
+
+    def _final_event(self) -> GatewayEvent | None:
+        if self._outcome is None or self._outcome.gateway_reference is None:
+            return None
+        return self._final_events.get(self._outcome.gateway_reference)
+
+    def _outcome_from_event(self, event: GatewayEvent) -> ChargeOutcome:
+        assert self._outcome is not None  # only called once a reference is known
+        outcome = ChargeOutcome(
+            state=event.state,
+            gateway_reference=event.gateway_reference,
+            failure=event.failure,
+            amount_minor=event.amount_minor,
+            currency=event.currency,
+        )
+        self._record_outcome(outcome)
+        return outcome
+
+    def _record_outcome(self, outcome: ChargeOutcome) -> None:
+        previous = self._outcome
+        if previous is not None and outcome.gateway_reference is None:
+            outcome = ChargeOutcome(
+                state=outcome.state,
+                gateway_reference=previous.gateway_reference,
+                client_secret=outcome.client_secret,
+                next_action=outcome.next_action,
+                failure=outcome.failure,
+                amount_minor=outcome.amount_minor,
+                currency=outcome.currency,
+            )
+        self._outcome = outcome
+        if outcome.state not in (ChargeState.PENDING, ChargeState.REQUIRES_ACTION):
+            self._initiated = True
+
+    def _view(self) -> PaymentView:
+        outcome = self._outcome
+        requires_action = self._status is PaymentStatus.REQUIRES_ACTION
+        return PaymentView(
+            payment_id=self._request.payment_id,
+            workflow_id=workflow.info().workflow_id,
+            status=self._status,
+            amount_minor=self._request.amount_minor,
+            currency=self._request.currency,
+            customer_id=self._request.customer_id,
+            order_id=self._request.order_id,
+            capture=self._request.capture,
+            gateway=self._gateway if self._attempt else None,
+            gateway_reference=outcome.gateway_reference if outcome else None,
+            client_secret=outcome.client_secret if outcome and requires_action else None,
+            next_action=outcome.next_action if outcome and requires_action else None,
+            risk_score=self._risk.score if self._risk else None,
+            risk_factors=list(self._risk.factors) if self._risk else [],
+            failure=self._failure,
+            charge_attempts=self._attempt,
+            next_deadline=self._next_deadline,
+            created_at=self._created_at,
+            updated_at=self._updated_at,
+        )
+
+    # ---- Recording ------------------------------------------------------------------------
+
+    async def _score_risk(self) -> RiskAssessment:
+        risk = await workflow.execute_local_activity_method(
+            RiskActivities.score_risk,
+            RiskInput(request=self._request),
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=LEDGER_RETRY,
+            summary="fraud score",
+        )
+        workflow.upsert_search_attributes([sa.RISK_SCORE.value_set(risk.score)])
+        return risk
+
+    async def _finish(
+        self, status: PaymentStatus, failure: Failure | None = None, *, reason: str | None = None
+    ) -> None:
+        self._failure = failure
+        self._initiated = True
+        await self._transition(
+            status, failure=failure, reason=reason or (failure.code if failure else None)
+        )
+        self._done = True
+
+    async def _escalate(self, reason: str) -> None:
+        self._initiated = True
+        workflow.logger.warning("payment needs attention: %s", reason)
+        await self._transition(PaymentStatus.NEEDS_ATTENTION, reason=reason)
+
+    async def _transition(
+        self,
+        status: PaymentStatus,
+        *,
+        reason: str | None = None,
+        gateway: GatewayName | None = None,
+        gateway_reference: str | None = None,
+        failure: Failure | None = None,
+        request: PaymentRequest | None = None,
+    ) -> None:
+        self._seq += 1
+        self._status = status
+        self._updated_at = workflow.now().isoformat()
+        pairs: list[SearchAttributeUpdate[str]] = [sa.PAYMENT_STATUS.value_set(status.value)]
+        if gateway is not None:
+            pairs.append(sa.PAYMENT_GATEWAY.value_set(gateway.value))
+        workflow.upsert_search_attributes(pairs)
+        workflow.logger.info(
+            "payment %s is %s",
+            self._request.payment_id,
+            status.value,
+            extra={"payment_id": self._request.payment_id, "status": status.value},
+        )
+        await workflow.execute_local_activity_method(
+            LedgerActivities.record_transition,
+            Transition(
+                payment_id=self._request.payment_id,
+                workflow_id=workflow.info().workflow_id,
+                seq=self._seq,
+                status=status,
+                reason=reason,
+                gateway=gateway,
+                gateway_reference=gateway_reference
+                or (self._outcome.gateway_reference if self._outcome else None),
+                risk=self._risk,
+                failure=failure,
+                request=request,
+            ),
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=LEDGER_RETRY,
+            summary=f"ledger: {status.value}",
+        )
+
+    def _upsert_static_search_attributes(self) -> None:
+        request = self._request
+        workflow.upsert_search_attributes(
+            [
+                sa.MERCHANT_ID.value_set(request.merchant_id),
+                sa.CUSTOMER_ID.value_set(request.customer_id),
+                sa.AMOUNT_MINOR.value_set(request.amount_minor),
+                sa.CURRENCY.value_set(request.currency),
+            ]
+        )
+
+    async def _notify_merchant(self) -> None:
+        event_type = _EVENT_TYPE.get(self._status)
+        if event_type is None:
+            return
+        try:
+            await workflow.execute_activity_method(
+                NotificationActivities.notify_merchant,
+                NotificationInput(
+                    payment=self._view(),
+                    event_type=event_type,
+                    merchant_id=self._request.merchant_id,
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=NOTIFY_RETRY,
+                summary=f"notify merchant: {event_type}",
+            )
+        except ActivityError as error:
+            # A notification that cannot be delivered is recorded; the payment's outcome stands.
+            await workflow.execute_local_activity_method(
+                LedgerActivities.record_notification_failure,
+                NotificationFailure(
+                    payment_id=self._request.payment_id,
+                    event_type=event_type,
+                    error=str(error.cause or error),
+                    attempts=NOTIFY_RETRY.maximum_attempts,
+                ),
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=LEDGER_RETRY,
+                summary="ledger: notification failed",
+            )
+
+
+def _snake(name: str) -> str:
+    out = []
+    for index, char in enumerate(name):
+        if char.isupper() and index:
+            out.append("_")
+        out.append(char.lower())
+    return "".join(out)
