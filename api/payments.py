@@ -87,6 +87,7 @@ def _workflow_settings(state: ApiState) -> WorkflowSettings:
         max_charge_attempts=s.max_charge_attempts,
         charge_retry_backoff_seconds=s.charge_retry_backoff,
         risk_block_score=s.risk_block_score,
+        gateway_call_timeout_seconds=s.gateway_call_timeout,
     )
 
 

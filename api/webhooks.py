@@ -16,7 +16,7 @@ from ledger import payments as ledger
 from ledger.engine import transaction
 from ledger.models import Payment
 from paytide.logging import get_logger
-from workflows.contract import GatewayEvent, GatewayName
+from workflows.contract import GatewayEvent
 from workflows.payment import PaymentWorkflow
 
 log = get_logger("paytide.api.webhooks")

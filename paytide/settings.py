@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     max_charge_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     charge_retry_backoff: PositiveSeconds = 2.0
     risk_block_score: Annotated[int, Field(ge=0, le=100)] = 80
+    gateway_call_timeout: PositiveSeconds = 30.0
 
     # Sandbox gateway
     sandbox_host: str = "127.0.0.1"

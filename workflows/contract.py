@@ -111,6 +111,8 @@ class WorkflowSettings:
     charge_retry_backoff_seconds: float = 2.0
     risk_block_score: int = 80
     default_gateway: GatewayName = GatewayName.SANDBOX
+    # How long one gateway HTTP call may take before the activity is retried (same key).
+    gateway_call_timeout_seconds: float = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -225,7 +225,7 @@ class PaymentWorkflow:
             outcome = await workflow.execute_activity_method(
                 GatewayActivities.charge,
                 request,
-                start_to_close_timeout=timedelta(seconds=30),
+                start_to_close_timeout=self._gateway_timeout(),
                 retry_policy=GATEWAY_RETRY,
                 summary=f"charge via {self._gateway.value} (attempt {self._attempt})",
             )
@@ -344,7 +344,7 @@ class PaymentWorkflow:
                 gateway_reference=outcome.gateway_reference,
                 idempotency_key=f"{self._charge_key(self._attempt)}/cancel",
             ),
-            start_to_close_timeout=timedelta(seconds=30),
+            start_to_close_timeout=self._gateway_timeout(),
             retry_policy=GATEWAY_RETRY,
             summary="cancel at gateway",
         )
@@ -357,7 +357,7 @@ class PaymentWorkflow:
             return await workflow.execute_activity_method(
                 GatewayActivities.reconcile,
                 lookup,
-                start_to_close_timeout=timedelta(seconds=30),
+                start_to_close_timeout=self._gateway_timeout(),
                 retry_policy=GATEWAY_RETRY,
                 summary="reconcile with gateway",
             )
@@ -365,6 +365,9 @@ class PaymentWorkflow:
             return None
 
     # ---- Helpers that read state ----------------------------------------------------------
+
+    def _gateway_timeout(self) -> timedelta:
+        return timedelta(seconds=self._settings.gateway_call_timeout_seconds)
 
     def _charge_key(self, attempt: int) -> str:
         # Derived from the workflow's own attempt counter, never the activity's retry attempt:

@@ -92,10 +92,12 @@ class Processor:
             ):
                 # Refused before anything is recorded, so a retry with the same key is safe.
                 raise SandboxError(503, "service_unavailable", "the sandbox is flaky; retry")
-            if scenario is Scenario.SLOW:
-                await asyncio.sleep(self._config.slow_delay)
             charge = self._open(body, scenario, redirect_url_for)
             self._store.add(charge, idempotency_key, fingerprint)
+            if scenario is Scenario.SLOW:
+                # The charge exists before the answer leaves: a caller that gives up or dies
+                # meanwhile must find it again with the same key, never make a second one.
+                await asyncio.sleep(self._config.slow_delay)
         logger.info(
             "charge_created",
             charge_id=charge.id,

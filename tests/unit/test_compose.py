@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from paytide.search_attributes import cli_declarations
 from paytide.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,17 +39,8 @@ APP_COMMANDS = {
     "sandbox": ["sandbox"],
 }
 
-# The custom search attributes every payment upserts (DESIGN.md, "Contract rules"). Kept here
-# until the workflows publish them from one module the test can import.
-SEARCH_ATTRIBUTES = {
-    "PaymentStatus": "Keyword",
-    "PaymentGateway": "Keyword",
-    "MerchantId": "Keyword",
-    "CustomerId": "Keyword",
-    "AmountMinor": "Int",
-    "Currency": "Keyword",
-    "RiskScore": "Int",
-}
+# What the workflows upsert, as NAME=TYPE pairs in the `temporal` CLI's spelling.
+SEARCH_ATTRIBUTES = dict(pair.split("=", 1) for pair in cli_declarations())
 
 _PREFIXED_NAME = re.compile(rf"\b{ENV_PREFIX}[A-Z0-9_]+")
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
@@ -234,6 +226,7 @@ def test_search_attributes_are_registered() -> None:
     pairs = _environment(setup)["SEARCH_ATTRIBUTES"].split()
     registered = dict(pair.split("=", 1) for pair in pairs)
     assert registered == SEARCH_ATTRIBUTES
+    assert len(registered) == len(pairs), "a search attribute is listed twice"
     script = "\n".join(_config_bodies(setup))
     assert "operator search-attribute create" in script
     assert "SEARCH_ATTRIBUTES" in script

@@ -1,0 +1,61 @@
+"""A `Gateway` whose answers a test scripts. Unit and workflow tests only: every flow also has
+a test against the real sandbox service over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from workflows.contract import (
+    CancelRequest,
+    ChargeLookup,
+    ChargeOutcome,
+    ChargeRequest,
+    ChargeState,
+    GatewayName,
+)
+
+Step = ChargeOutcome | Exception
+
+
+@dataclass
+class ScriptedGateway:
+    charges: list[Step] = field(default_factory=list)
+    lookups: list[Step] = field(default_factory=list)
+    cancel_outcome: ChargeOutcome = field(
+        default_factory=lambda: ChargeOutcome(state=ChargeState.CANCELED)
+    )
+    # When set, `charge` waits for it before answering (to race signals against the call).
+    hold_charge: asyncio.Event | None = None
+    charge_started: asyncio.Event = field(default_factory=asyncio.Event)
+    charge_calls: list[ChargeRequest] = field(default_factory=list)
+    lookup_calls: list[ChargeLookup] = field(default_factory=list)
+    cancel_calls: list[CancelRequest] = field(default_factory=list)
+    on_charge: Callable[[ChargeRequest], None] | None = None
+
+    @property
+    def name(self) -> GatewayName:
+        return GatewayName.SANDBOX
+
+    @staticmethod
+    def _next(script: list[Step], default: Step) -> ChargeOutcome:
+        step = script.pop(0) if len(script) > 1 else (script[0] if script else default)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
+    async def charge(self, request: ChargeRequest) -> ChargeOutcome:
+        self.charge_calls.append(request)
+        self.charge_started.set()
+        if self.hold_charge is not None:
+            await self.hold_charge.wait()
+        return self._next(self.charges, ChargeOutcome(state=ChargeState.PENDING))
+
+    async def retrieve(self, lookup: ChargeLookup) -> ChargeOutcome:
+        self.lookup_calls.append(lookup)
+        return self._next(self.lookups, ChargeOutcome(state=ChargeState.NOT_FOUND))
+
+    async def cancel(self, request: CancelRequest) -> ChargeOutcome:
+        self.cancel_calls.append(request)
+        return self.cancel_outcome

@@ -1,0 +1,148 @@
+"""Run PaymentWorkflow on the time-skipping server with the real ledger and risk activities,
+a scripted gateway behind the real gateway activities, and a recording notifier."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+
+from temporalio import activity
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.gateway import GatewayActivities
+from activities.ledger import LedgerActivities
+from activities.risk import RiskActivities
+from ledger.engine import SessionFactory
+from tests.support.scripted_gateway import ScriptedGateway
+from workflows.contract import (
+    ChargeState,
+    GatewayEvent,
+    GatewayName,
+    NotificationInput,
+    NotificationResult,
+    PaymentInput,
+    PaymentRequest,
+    PaymentStatus,
+    PaymentView,
+    WorkflowSettings,
+)
+from workflows.payment import PaymentWorkflow
+
+SETTINGS = WorkflowSettings(
+    webhook_timeout_seconds=60,
+    max_webhook_wait_seconds=600,
+    max_charge_attempts=3,
+    charge_retry_backoff_seconds=2,
+)
+
+
+@dataclass
+class Notifier:
+    sent: list[NotificationInput] = field(default_factory=list)
+    # When set, notifications wait for it: keeps a finished payment's workflow open.
+    hold: asyncio.Event | None = None
+
+    @activity.defn(name="notify_merchant")
+    async def notify(self, notification: NotificationInput) -> NotificationResult:
+        self.sent.append(notification)
+        if self.hold is not None:
+            await self.hold.wait()
+        return NotificationResult(delivered=True, status_code=200)
+
+
+def payment_request(**overrides: object) -> PaymentRequest:
+    key = uuid.uuid4().hex
+    base = PaymentRequest(
+        payment_id=f"pay_{key[:20]}",
+        merchant_id="merchant_test",
+        idempotency_key=key,
+        fingerprint="fp-" + key,
+        amount_minor=2500,
+        currency="EUR",
+        customer_id=f"cus_{key[:8]}",
+        payment_method="pm_test",
+        order_id=f"order_{key[:8]}",
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+def event(
+    reference: str,
+    state: ChargeState = ChargeState.SUCCEEDED,
+    *,
+    event_id: str | None = None,
+    amount: int | None = 2500,
+    currency: str | None = "EUR",
+) -> GatewayEvent:
+    return GatewayEvent(
+        provider=GatewayName.SANDBOX,
+        event_id=event_id or f"evt_{uuid.uuid4().hex[:12]}",
+        event_type=f"charge.{state.value}",
+        state=state,
+        gateway_reference=reference,
+        amount_minor=amount,
+        currency=currency,
+    )
+
+
+@dataclass
+class Harness:
+    env: WorkflowEnvironment
+    task_queue: str
+    gateway: ScriptedGateway
+    notifier: Notifier
+
+    async def start(
+        self, request: PaymentRequest | None = None, settings: WorkflowSettings = SETTINGS
+    ) -> WorkflowHandle[PaymentWorkflow, PaymentView]:
+        request = request or payment_request()
+        return await self.env.client.start_workflow(
+            PaymentWorkflow.run,
+            PaymentInput(request=request, settings=settings),
+            id=f"payment-{request.merchant_id}-{request.idempotency_key}",
+            task_queue=self.task_queue,
+        )
+
+    async def wait_for_status(
+        self, handle: WorkflowHandle[PaymentWorkflow, PaymentView], status: PaymentStatus
+    ) -> PaymentView:
+        async with asyncio.timeout(20):
+            while True:
+                view = await handle.query(PaymentWorkflow.status)
+                if view.status is status:
+                    return view
+                await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def running_payments(
+    env: WorkflowEnvironment, sessions: SessionFactory, gateway: ScriptedGateway
+) -> AsyncIterator[Harness]:
+    task_queue = f"payments-{uuid.uuid4().hex[:8]}"
+    notifier = Notifier()
+    ledger = LedgerActivities(sessions)
+    risk = RiskActivities(sessions)
+    gateways = GatewayActivities({GatewayName.SANDBOX: gateway})
+    with ThreadPoolExecutor(max_workers=8) as executor:
+        async with Worker(
+            env.client,
+            task_queue=task_queue,
+            workflows=[PaymentWorkflow],
+            activities=[
+                ledger.record_transition,
+                ledger.record_notification_failure,
+                risk.score_risk,
+                gateways.charge,
+                gateways.reconcile,
+                gateways.cancel,
+                notifier.notify,
+            ],
+            activity_executor=executor,
+        ):
+            yield Harness(env=env, task_queue=task_queue, gateway=gateway, notifier=notifier)

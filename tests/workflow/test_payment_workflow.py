@@ -1,0 +1,403 @@
+"""Every branch of PaymentWorkflow on the time-skipping Temporal server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from gateways.base import GatewayRequestError, GatewayUnavailable
+from ledger import payments as ledger
+from ledger.engine import create_ledger_engine, session_factory, transaction
+from tests.support.scripted_gateway import ScriptedGateway
+from tests.workflow.harness import SETTINGS, event, payment_request, running_payments
+from workflows.contract import (
+    CancelPayment,
+    ChargeOutcome,
+    ChargeState,
+    Failure,
+    InitiateRequest,
+    NextAction,
+    PaymentStatus,
+)
+from workflows.payment import PaymentWorkflow
+
+PENDING = ChargeOutcome(state=ChargeState.PENDING, gateway_reference="ch_1")
+
+
+@pytest.fixture
+def engine(sqlite_url: str) -> Iterator[Engine]:
+    engine = create_ledger_engine(sqlite_url)
+    yield engine
+    engine.dispose()
+
+
+def ledger_statuses(engine: Engine, payment_id: str) -> list[str]:
+    with transaction(session_factory(engine)) as session:
+        return [row.status for row in ledger.list_events(session, payment_id)]
+
+
+def ledger_row_status(engine: Engine, payment_id: str) -> str | None:
+    with transaction(session_factory(engine)) as session:
+        row = session.get(ledger.Payment, payment_id)
+        return row.status if row else None
+
+
+async def test_ok_payment_succeeds_on_webhook(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A pending charge succeeds on the gateway's webhook, and every step is in the ledger."""
+    gateway = ScriptedGateway(charges=[PENDING])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        await h.wait_for_status(handle, PaymentStatus.AWAITING_WEBHOOK)
+        await handle.signal(PaymentWorkflow.gateway_event, event("ch_1"))
+        result = await handle.result()
+
+    assert result.status is PaymentStatus.SUCCEEDED
+    assert result.gateway_reference == "ch_1"
+    assert [c.idempotency_key for c in gateway.charge_calls] == [f"{handle.id}/charge/1"]
+    assert ledger_statuses(engine, result.payment_id) == [
+        "received",
+        "risk_check",
+        "charging",
+        "awaiting_webhook",
+        "succeeded",
+    ]
+    assert ledger_row_status(engine, result.payment_id) == "succeeded"
+    assert [n.event_type for n in h.notifier.sent] == ["payment.succeeded"]
+
+
+async def test_decline_is_final_without_retry(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A decline is an outcome: the payment fails with the gateway's code after one charge."""
+    declined = ChargeOutcome(
+        state=ChargeState.DECLINED,
+        gateway_reference="ch_d",
+        failure=Failure(code="card_declined", message="declined"),
+    )
+    gateway = ScriptedGateway(charges=[declined])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        result = await handle.result()
+
+    assert result.status is PaymentStatus.FAILED
+    assert result.failure is not None and result.failure.code == "card_declined"
+    assert len(gateway.charge_calls) == 1
+    assert [n.event_type for n in h.notifier.sent] == ["payment.failed"]
+
+
+async def test_three_d_secure_returns_client_secret_then_succeeds(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A 3-D Secure challenge is answered with the client secret, and the webhook completes it."""
+    challenge = ChargeOutcome(
+        state=ChargeState.REQUIRES_ACTION,
+        gateway_reference="ch_3ds",
+        client_secret="ch_3ds_secret_x",
+        next_action=NextAction(type="redirect_to_url", redirect_url="http://sandbox/3ds"),
+    )
+    gateway = ScriptedGateway(charges=[challenge])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        request = payment_request()
+        handle = await h.start(request)
+        initiated = await handle.execute_update(
+            PaymentWorkflow.initiate, InitiateRequest(fingerprint=request.fingerprint)
+        )
+        assert initiated.payment.status is PaymentStatus.REQUIRES_ACTION
+        assert initiated.payment.client_secret == "ch_3ds_secret_x"
+        assert initiated.payment.next_action is not None
+        await handle.signal(PaymentWorkflow.gateway_event, event("ch_3ds"))
+        result = await handle.result()
+
+    assert result.status is PaymentStatus.SUCCEEDED
+    assert result.client_secret is None  # only shown while the challenge is open
+
+
+async def test_silent_gateway_is_reconciled_after_the_webhook_deadline(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """With no webhook by the deadline, the workflow asks the gateway and acts on its answer."""
+    settled = ChargeOutcome(
+        state=ChargeState.SUCCEEDED, gateway_reference="ch_1", amount_minor=2500, currency="EUR"
+    )
+    gateway = ScriptedGateway(
+        charges=[PENDING], lookups=[ChargeOutcome(state=ChargeState.PENDING), settled]
+    )
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        result = await handle.result()
+
+    assert result.status is PaymentStatus.SUCCEEDED
+    assert len(gateway.lookup_calls) == 2
+    assert gateway.lookup_calls[0].gateway_reference == "ch_1"
+
+
+async def test_silent_gateway_past_the_maximum_wait_needs_attention(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A charge whose outcome stays unknown is escalated to operators, never guessed."""
+    gateway = ScriptedGateway(charges=[PENDING], lookups=[ChargeOutcome(state=ChargeState.PENDING)])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        result_task = asyncio.create_task(handle.result())
+        # Let time skip past the maximum wait while the client waits on the result.
+        done, _ = await asyncio.wait({result_task}, timeout=3)
+        assert not done, "the workflow must keep waiting for a final answer"
+        view = await handle.query(PaymentWorkflow.status)
+        assert view.status is PaymentStatus.NEEDS_ATTENTION
+        # The gateway's late word still settles it.
+        await handle.signal(PaymentWorkflow.gateway_event, event("ch_1"))
+        result = await result_task
+
+    assert result.status is PaymentStatus.SUCCEEDED
+    assert "needs_attention" in ledger_statuses(engine, result.payment_id)
+
+
+async def test_flaky_gateway_is_retried_with_the_same_key(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """Transport errors are retried by the activity with the same gateway idempotency key."""
+    gateway = ScriptedGateway(
+        charges=[GatewayUnavailable("503"), GatewayUnavailable("503"), PENDING]
+    )
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        await h.wait_for_status(handle, PaymentStatus.AWAITING_WEBHOOK)
+        await handle.signal(PaymentWorkflow.gateway_event, event("ch_1"))
+        result = await handle.result()
+
+    assert result.status is PaymentStatus.SUCCEEDED
+    keys = {c.idempotency_key for c in gateway.charge_calls}
+    assert len(gateway.charge_calls) == 3
+    assert keys == {f"{handle.id}/charge/1"}
+
+
+async def test_retries_exhausted_fail_only_after_the_gateway_confirms_no_charge(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """When transport retries run out, the gateway is asked; no charge there means failed."""
+    gateway = ScriptedGateway(charges=[GatewayUnavailable("down")])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        result = await handle.result()
+
+    assert result.status is PaymentStatus.FAILED
+    assert result.failure is not None
+    assert result.failure.code == "gateway_unavailable"
+    assert result.failure.retryable is True
+    assert len(gateway.charge_calls) == 6  # the activity's maximum attempts
+    assert gateway.lookup_calls[0].idempotency_key == f"{handle.id}/charge/1"
+
+
+async def test_retries_exhausted_but_charge_found_follows_it(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """If the gateway did take the charge despite the errors, the workflow follows that charge."""
+    gateway = ScriptedGateway(charges=[GatewayUnavailable("timeout")], lookups=[PENDING])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        await time_skipping_env.sleep(90)  # past every activity retry backoff
+        await h.wait_for_status(handle, PaymentStatus.AWAITING_WEBHOOK)
+        await handle.signal(PaymentWorkflow.gateway_event, event("ch_1"))
+        result = await handle.result()
+
+    assert result.status is PaymentStatus.SUCCEEDED
+    assert {c.idempotency_key for c in gateway.charge_calls} == {f"{handle.id}/charge/1"}
+
+
+async def test_bad_credentials_fail_at_once(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A non-retryable gateway error fails the payment without retrying the same request."""
+    gateway = ScriptedGateway(charges=[GatewayRequestError("401 invalid api key")])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        result = await (await h.start()).result()
+
+    assert result.status is PaymentStatus.FAILED
+    assert result.failure is not None and result.failure.code == "gateway_request_error"
+    assert len(gateway.charge_calls) == 1
+
+
+async def test_gateway_retryable_failure_starts_a_new_attempt_with_a_new_key(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A failure the gateway marks retryable is retried as a new charge attempt after backoff."""
+    retryable = ChargeOutcome(
+        state=ChargeState.RETRYABLE_FAILURE,
+        gateway_reference="ch_a",
+        failure=Failure(code="processor_unavailable", message="try again", retryable=True),
+    )
+    succeeded = ChargeOutcome(state=ChargeState.SUCCEEDED, gateway_reference="ch_b")
+    gateway = ScriptedGateway(charges=[retryable, succeeded])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        result = await handle.result()
+
+    assert result.status is PaymentStatus.SUCCEEDED
+    assert result.charge_attempts == 2
+    assert [c.idempotency_key for c in gateway.charge_calls] == [
+        f"{handle.id}/charge/1",
+        f"{handle.id}/charge/2",
+    ]
+
+
+async def test_gateway_retryable_failures_up_to_the_attempt_limit_fail(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """Charge attempts stop at the configured maximum and the payment fails with the reason."""
+    retryable = ChargeOutcome(
+        state=ChargeState.RETRYABLE_FAILURE,
+        failure=Failure(code="processor_unavailable", message="try again", retryable=True),
+    )
+    gateway = ScriptedGateway(charges=[retryable])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        result = await (await h.start()).result()
+
+    assert result.status is PaymentStatus.FAILED
+    assert result.failure is not None and result.failure.code == "processor_unavailable"
+    assert len(gateway.charge_calls) == SETTINGS.max_charge_attempts
+
+
+async def test_high_risk_is_blocked_before_any_gateway_call(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """Score >= 80 (large amount + 24 h volume + 5 min velocity) blocks without charging."""
+    gateway = ScriptedGateway(charges=[PENDING])
+    customer = "cus_velocity"
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        # Six earlier payments by the same customer, through the workflow itself (declined).
+        gateway.charges = [
+            ChargeOutcome(
+                state=ChargeState.DECLINED, failure=Failure(code="card_declined", message="no")
+            )
+        ]
+        for _ in range(6):
+            await (await h.start(payment_request(customer_id=customer))).result()
+        calls_before = len(gateway.charge_calls)
+        big = payment_request(customer_id=customer, amount_minor=1_000_001)  # 10,000.01 EUR
+        result = await (await h.start(big)).result()
+
+    assert result.status is PaymentStatus.BLOCKED
+    assert result.risk_score == 80
+    assert {f.name for f in result.risk_factors} == {"large_amount", "daily_volume", "velocity"}
+    assert len(gateway.charge_calls) == calls_before
+    assert [n.event_type for n in h.notifier.sent][-1] == "payment.blocked"
+
+
+async def test_duplicate_and_out_of_order_webhooks_settle_once(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """The same event twice and a stale event after it change nothing: one final transition."""
+    gateway = ScriptedGateway(charges=[PENDING])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        await h.wait_for_status(handle, PaymentStatus.AWAITING_WEBHOOK)
+        succeeded = event("ch_1", event_id="evt_same")
+        await handle.signal(PaymentWorkflow.gateway_event, succeeded)
+        await handle.signal(PaymentWorkflow.gateway_event, succeeded)
+        await handle.signal(
+            PaymentWorkflow.gateway_event, event("ch_1", ChargeState.DECLINED, event_id="evt_late")
+        )
+        result = await handle.result()
+
+    assert result.status is PaymentStatus.SUCCEEDED
+    statuses = ledger_statuses(engine, result.payment_id)
+    assert statuses.count("succeeded") == 1
+    assert "failed" not in statuses
+
+
+async def test_webhook_before_the_wait_is_not_lost(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A webhook that arrives while the charge call is still in flight settles the payment."""
+    hold = asyncio.Event()
+    gateway = ScriptedGateway(charges=[PENDING], hold_charge=hold)
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        await asyncio.wait_for(gateway.charge_started.wait(), timeout=10)
+        await handle.signal(PaymentWorkflow.gateway_event, event("ch_1"))
+        hold.set()
+        result = await handle.result()
+
+    assert result.status is PaymentStatus.SUCCEEDED
+    assert gateway.lookup_calls == []  # settled by the early webhook, not by reconciling
+
+
+async def test_cancel_before_capture_cancels_at_the_gateway(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """The cancel update voids a pending charge at the gateway and ends the payment canceled."""
+    gateway = ScriptedGateway(charges=[PENDING])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        await h.wait_for_status(handle, PaymentStatus.AWAITING_WEBHOOK)
+        view = await handle.execute_update(PaymentWorkflow.cancel, CancelPayment(reason="oops"))
+        result = await handle.result()
+
+    assert view.status is PaymentStatus.CANCELED
+    assert result.status is PaymentStatus.CANCELED
+    assert [c.gateway_reference for c in gateway.cancel_calls] == ["ch_1"]
+    assert [n.event_type for n in h.notifier.sent] == ["payment.canceled"]
+
+
+async def test_cancel_after_success_is_rejected(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A payment that already succeeded cannot be canceled; the update is rejected."""
+    gateway = ScriptedGateway(
+        charges=[ChargeOutcome(state=ChargeState.SUCCEEDED, gateway_reference="ch_1")]
+    )
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        h.notifier.hold = asyncio.Event()  # the workflow stays open while it notifies
+        handle = await h.start()
+        await h.wait_for_status(handle, PaymentStatus.SUCCEEDED)
+        with pytest.raises(WorkflowUpdateFailedError) as raised:
+            await handle.execute_update(PaymentWorkflow.cancel, CancelPayment())
+        h.notifier.hold.set()
+        result = await handle.result()
+
+    cause = raised.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "payment_not_cancelable"
+    assert result.status is PaymentStatus.SUCCEEDED
+    assert gateway.cancel_calls == []
+
+
+async def test_same_key_different_body_is_rejected(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """An initiate update with another request fingerprint is rejected as idempotency_key_reused."""
+    gateway = ScriptedGateway(charges=[PENDING])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        with pytest.raises(WorkflowUpdateFailedError) as raised:
+            await handle.execute_update(
+                PaymentWorkflow.initiate, InitiateRequest(fingerprint="another body")
+            )
+        await handle.signal(PaymentWorkflow.gateway_event, event("ch_1"))
+        await handle.result()
+
+    cause = raised.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "idempotency_key_reused"
+
+
+async def test_amount_mismatch_is_conflicted_not_succeeded(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A gateway event with another amount marks the payment conflicted for an operator."""
+    gateway = ScriptedGateway(charges=[PENDING])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        await h.wait_for_status(handle, PaymentStatus.AWAITING_WEBHOOK)
+        await handle.signal(PaymentWorkflow.gateway_event, event("ch_1", amount=9999))
+        result = await asyncio.wait_for(handle.result(), timeout=timedelta(seconds=20).seconds)
+
+    assert result.status is PaymentStatus.CONFLICTED
+    assert result.failure is not None and result.failure.code == "amount_mismatch"
