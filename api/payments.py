@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -159,7 +160,8 @@ async def create_payment(request: Request) -> Response:
         result: InitiateResult = await asyncio.wait_for(
             handle.result(), timeout=state.settings.initiate_wait
         )
-    except TimeoutError:
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        # The SDK reports the cancelled poll as its own error rather than CancelledError.
         return _accepted(payment)
     except WorkflowUpdateFailedError as error:
         raise _from_update_failure(error) from None

@@ -24,9 +24,11 @@ _SECRET_KEY = re.compile(
     r"(secret|password|passwd|api_key|apikey|authorization|hmac|token|signature|client_secret)",
     re.IGNORECASE,
 )
-# Values shaped like credentials, wherever they appear in a message.
+# Values shaped like credentials, wherever they appear in a message. API keys carry their mode
+# (sk_live_…); webhook signing secrets do not (Stripe's are whsec_ and random characters).
 _SECRET_VALUE = re.compile(
-    r"\b(sk|rk|whsec|pk)_(live|test|sandbox)[A-Za-z0-9_]*|Bearer\s+[A-Za-z0-9._~+/=-]+"
+    r"\b(?:(?:sk|rk|pk)_(?:live|test|sandbox)[A-Za-z0-9_]*|whsec_[A-Za-z0-9_+/=]+)"
+    r"|Bearer\s+[A-Za-z0-9._~+/=-]+"
 )
 # A run of 13-19 digits (optionally spaced) looks like a card number; never log one.
 _PAN = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")

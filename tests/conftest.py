@@ -118,7 +118,7 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{path}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest) -> str:
     """The ledger on each database paytide supports, migrated to head."""
     url: str = request.getfixturevalue(f"{request.param}_url")

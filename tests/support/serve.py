@@ -14,16 +14,29 @@ from uvicorn.config import LifespanType
 STARTUP_TIMEOUT_SECONDS = 10.0
 
 
+def bound_socket() -> socket.socket:
+    """A listening-ready socket on a free loopback port: know a URL before its app exists."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()
+    return f"http://{host}:{port}"
+
+
 @asynccontextmanager
-async def serve(app: ASGIApp, *, lifespan: LifespanType = "on") -> AsyncIterator[str]:
+async def serve(
+    app: ASGIApp, *, lifespan: LifespanType = "on", sock: socket.socket | None = None
+) -> AsyncIterator[str]:
     """Run ``app`` on a free port for the duration of the block; yields its base URL.
 
     The socket is bound here and handed to uvicorn, so the port is known without racing another
     process for it. The app's lifespan runs (startup before the yield, shutdown after).
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = sock or bound_socket()
     host, port = sock.getsockname()
     config = uvicorn.Config(
         app,

@@ -1,0 +1,183 @@
+"""The whole paytide stack on real parts, inside the test's event loop.
+
+Temporal dev server (session fixture), the sandbox gateway and the API served by uvicorn on
+loopback ports, the real worker with real activities, the ledger on SQLite or PostgreSQL, and a
+merchant endpoint that records the signed notifications it receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine
+from temporalio.client import Client
+
+from api.app import create_app
+from gateways.registry import build_gateways
+from gateways.sandbox_server.app import create_sandbox_app
+from gateways.sandbox_server.config import SandboxConfig
+from ledger import payments as ledger
+from ledger.engine import create_ledger_engine, session_factory, transaction
+from paytide.settings import Settings
+from tests.support.serve import bound_socket, serve, url_of
+from tests.support.webhook_recorder import WebhookRecorder
+from worker.assemble import build_worker
+
+FINAL = {"succeeded", "failed", "blocked", "canceled", "conflicted"}
+MERCHANT_SECRET = "whsec_merchant_test"
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    api: httpx.AsyncClient
+    sandbox: httpx.AsyncClient
+    engine: Engine
+    merchant: WebhookRecorder
+
+    async def pay(self, key: str | None = None, **fields: Any) -> httpx.Response:
+        body = {
+            "amount": 1999,
+            "currency": "USD",
+            "customer_id": f"cus_{uuid.uuid4().hex[:8]}",
+            "payment_method": "pm_sandbox_ok",
+            "order_id": f"order_{uuid.uuid4().hex[:8]}",
+            **fields,
+        }
+        headers = {"Idempotency-Key": key or uuid.uuid4().hex}
+        return await self.api.post("/payments", json=body, headers=headers)
+
+    async def wait_final(self, payment_id: str, timeout: float = 30) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                response = await self.api.get(f"/payments/{payment_id}")
+                assert response.status_code == 200, response.text
+                payment: dict[str, Any] = response.json()
+                if payment["status"] in FINAL:
+                    return payment
+                await asyncio.sleep(0.1)
+
+    async def charges_for(self, payment_id: str) -> int:
+        stats = (await self.sandbox.get("/v1/stats")).json()
+        return int(stats["charges_by_reference"].get(payment_id, 0))
+
+    async def requests_for_keys(self, prefix: str) -> dict[str, int]:
+        stats = (await self.sandbox.get("/v1/stats")).json()
+        return {k: v for k, v in stats["requests_by_key"].items() if k.startswith(prefix)}
+
+    def ledger_statuses(self, payment_id: str) -> list[str]:
+        with transaction(session_factory(self.engine)) as session:
+            return [event.status for event in ledger.list_events(session, payment_id)]
+
+    def webhook_deliveries(self, payment_id: str) -> list[tuple[str, str]]:
+        from sqlmodel import select
+
+        from ledger.models import WebhookEvent
+
+        with transaction(session_factory(self.engine)) as session:
+            rows = session.exec(select(WebhookEvent).where(WebhookEvent.payment_id == payment_id))
+            return [(row.event_type, row.delivery) for row in rows]
+
+
+def stack_settings(
+    client: Client,
+    database_url: str,
+    api_url: str,
+    sandbox_url: str,
+    merchant_url: str,
+    **extra: Any,
+) -> Settings:
+    values: dict[str, Any] = {
+        "temporal_address": client.service_client.config.target_host,
+        "temporal_namespace": client.namespace,
+        "temporal_task_queue": f"payments-{uuid.uuid4().hex[:8]}",
+        "database_url": database_url,
+        "api_public_url": api_url,
+        "sandbox_url": sandbox_url,
+        "sandbox_webhook_url": f"{api_url}/webhooks/sandbox",
+        "sandbox_webhook_delay": 0.1,
+        "sandbox_slow_delay": 2.0,
+        "merchant_callback_url": f"{merchant_url}/webhooks",
+        "merchant_callback_secret": MERCHANT_SECRET,
+        "webhook_timeout": 5.0,
+        "initiate_wait": 5.0,
+        **extra,
+    }
+    return Settings(**values)
+
+
+def subprocess_env(settings: Settings) -> dict[str, str]:
+    """The same settings as environment variables, for a paytide process started by a test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYTIDE_")}
+    names: Mapping[str, str] = {
+        "temporal_address": settings.temporal_address,
+        "temporal_namespace": settings.temporal_namespace,
+        "temporal_task_queue": settings.temporal_task_queue,
+        "database_url": settings.database_url,
+        "sandbox_url": settings.sandbox_url,
+        "merchant_callback_url": settings.merchant_callback_url,
+        "log_format": "json",
+    }
+    env.update({f"PAYTIDE_{k.upper()}": v for k, v in names.items()})
+    if settings.merchant_callback_secret is not None:
+        env["PAYTIDE_MERCHANT_CALLBACK_SECRET"] = (
+            settings.merchant_callback_secret.get_secret_value()
+        )
+    return env
+
+
+@asynccontextmanager
+async def running_stack(
+    client: Client, database_url: str, *, in_process_worker: bool = True, **extra: Any
+) -> AsyncIterator[Stack]:
+    api_sock, sandbox_sock = bound_socket(), bound_socket()
+    merchant = WebhookRecorder()
+    async with AsyncExitStack() as stack:
+        merchant_url = await stack.enter_async_context(serve(merchant.app))
+        settings = stack_settings(
+            client, database_url, url_of(api_sock), url_of(sandbox_sock), merchant_url, **extra
+        )
+        sandbox_app = create_sandbox_app(
+            SandboxConfig(
+                api_key=settings.sandbox_api_key.get_secret_value(),
+                webhook_url=settings.effective_sandbox_webhook_url,
+                webhook_secret=settings.sandbox_webhook_secret.get_secret_value(),
+                webhook_delay=settings.sandbox_webhook_delay,
+                slow_delay=settings.sandbox_slow_delay,
+                flaky_failures=settings.sandbox_flaky_failures,
+            )
+        )
+        await stack.enter_async_context(serve(sandbox_app, sock=sandbox_sock))
+        await stack.enter_async_context(serve(create_app(settings, temporal=client), sock=api_sock))
+        engine = create_ledger_engine(database_url)
+        stack.callback(engine.dispose)
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=20))
+        if in_process_worker:
+            executor = stack.enter_context(ThreadPoolExecutor(max_workers=16))
+            worker = build_worker(
+                client,
+                settings,
+                sessions=session_factory(engine),
+                gateways=build_gateways(settings, http),
+                http=http,
+                executor=executor,
+            )
+            await stack.enter_async_context(worker)
+        api = await stack.enter_async_context(
+            httpx.AsyncClient(base_url=settings.effective_api_url, timeout=30)
+        )
+        sandbox = await stack.enter_async_context(
+            httpx.AsyncClient(
+                base_url=settings.effective_sandbox_url,
+                headers={"Authorization": f"Bearer {settings.sandbox_api_key.get_secret_value()}"},
+            )
+        )
+        yield Stack(settings=settings, api=api, sandbox=sandbox, engine=engine, merchant=merchant)

@@ -1,0 +1,187 @@
+"""Payments end to end over HTTP: API, worker, Temporal dev server, sandbox, ledger (both DBs)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from gateways.signing import verify
+from tests.integration.stack import MERCHANT_SECRET, Stack, running_stack
+
+
+@pytest.fixture
+async def stack(dev_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Stack]:
+    async with running_stack(dev_env.client, database_url) as running:
+        yield running
+
+
+async def test_ok_payment_succeeds_through_the_signed_webhook(stack: Stack) -> None:
+    """pm_sandbox_ok: 201 pending, then the sandbox's signed webhook settles it; charged once."""
+    created = await stack.pay(payment_method="pm_sandbox_ok")
+    assert created.status_code == 201, created.text
+    payment = created.json()
+    assert payment["status"] == "awaiting_webhook"
+    assert payment["gateway"] == "sandbox"
+    assert payment["gateway_reference"].startswith("ch_")
+
+    final = await stack.wait_final(payment["id"])
+
+    assert final["status"] == "succeeded"
+    assert stack.ledger_statuses(payment["id"]) == [
+        "received",
+        "risk_check",
+        "charging",
+        "awaiting_webhook",
+        "succeeded",
+    ]
+    assert ("charge.succeeded", "signalled") in stack.webhook_deliveries(payment["id"])
+    assert await stack.charges_for(payment["id"]) == 1
+    notice = await stack.merchant.wait_for(lambda w: w.json()["data"]["id"] == payment["id"])
+    verify(
+        notice.headers["paytide-signature"],
+        notice.body,
+        [MERCHANT_SECRET],
+        tolerance_seconds=300,
+        now=time.time(),
+    )
+    assert notice.json()["type"] == "payment.succeeded"
+
+
+async def test_decline_is_answered_at_once_and_recorded(stack: Stack) -> None:
+    """pm_sandbox_decline: the POST answers failed/card_declined; the decline webhook is recorded."""
+    created = await stack.pay(payment_method="pm_sandbox_decline")
+    assert created.status_code == 201, created.text
+    payment = created.json()
+    assert payment["status"] == "failed"
+    assert payment["failure"]["code"] == "card_declined"
+    assert payment["failure"]["retryable"] is False
+
+    async with asyncio.timeout(10):
+        while not any(t == "charge.failed" for t, _ in stack.webhook_deliveries(payment["id"])):
+            await asyncio.sleep(0.1)
+    final = await stack.wait_final(payment["id"])
+    assert final["status"] == "failed"
+    assert await stack.charges_for(payment["id"]) == 1
+
+
+async def test_replay_and_key_reuse(stack: Stack) -> None:
+    """Same key + same body replays the payment (200); same key + other body is 422."""
+    key = uuid.uuid4().hex
+    first = await stack.pay(key, order_id="order_replay", customer_id="cus_replay")
+    assert first.status_code == 201
+    again = await stack.pay(key, order_id="order_replay", customer_id="cus_replay")
+    assert again.status_code == 200
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+
+    other = await stack.pay(key, order_id="order_replay", customer_id="cus_replay", amount=5)
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+
+    await stack.wait_final(first.json()["id"])
+    after_close = await stack.pay(key, order_id="order_replay", customer_id="cus_replay")
+    assert after_close.status_code == 200
+    assert after_close.json()["status"] == "succeeded"
+    reused_after_close = await stack.pay(key, order_id="order_other", customer_id="cus_replay")
+    assert reused_after_close.status_code == 422
+    assert await stack.charges_for(first.json()["id"]) == 1
+
+
+async def test_fifty_concurrent_requests_with_one_key_charge_once(stack: Stack) -> None:
+    """50 concurrent POSTs with one key: one workflow, one sandbox charge, 50 identical ids."""
+    key = uuid.uuid4().hex
+    body = {"order_id": "order_burst", "customer_id": "cus_burst"}
+    responses = await asyncio.gather(*(stack.pay(key, **body) for _ in range(50)))
+
+    assert all(r.status_code in (200, 201) for r in responses), [r.text for r in responses]
+    ids = {r.json()["id"] for r in responses}
+    assert len(ids) == 1
+    assert sum(r.status_code == 201 for r in responses) == 1
+    payment_id = ids.pop()
+    assert (await stack.wait_final(payment_id))["status"] == "succeeded"
+    assert await stack.charges_for(payment_id) == 1
+    assert stack.ledger_statuses(payment_id).count("charging") == 1
+
+
+async def test_three_d_secure_over_http(stack: Stack) -> None:
+    """pm_sandbox_3ds answers requires_action with a client secret; completing it succeeds."""
+    created = await stack.pay(payment_method="pm_sandbox_3ds")
+    payment = created.json()
+    assert payment["status"] == "requires_action"
+    assert payment["client_secret"]
+    assert payment["next_action"]["type"] == "redirect_to_url"
+    read_back = (await stack.api.get(f"/payments/{payment['id']}")).json()
+    assert read_back["client_secret"] == payment["client_secret"]
+
+    done = await stack.sandbox.post(
+        f"/v1/charges/{payment['gateway_reference']}/3ds",
+        json={"result": "success", "client_secret": payment["client_secret"]},
+    )
+    assert done.status_code == 200, done.text
+    final = await stack.wait_final(payment["id"])
+    assert final["status"] == "succeeded"
+    assert "client_secret" not in final
+
+
+async def test_cancel_before_capture_and_not_after(stack: Stack) -> None:
+    """A silent (pending) payment can be canceled; a succeeded one answers 409."""
+    pending = (await stack.pay(payment_method="pm_sandbox_silent")).json()
+    assert pending["status"] == "awaiting_webhook"
+    canceled = await stack.api.post(f"/payments/{pending['id']}/cancel", json={"reason": "test"})
+    assert canceled.status_code == 200, canceled.text
+    assert canceled.json()["status"] == "canceled"
+    assert (await stack.wait_final(pending["id"]))["status"] == "canceled"
+
+    paid = (await stack.pay()).json()
+    await stack.wait_final(paid["id"])
+    late = await stack.api.post(f"/payments/{paid['id']}/cancel")
+    assert late.status_code == 409
+    assert late.json()["error"]["code"] == "payment_not_cancelable"
+
+
+async def test_flaky_gateway_is_retried_and_charges_once(stack: Stack) -> None:
+    """pm_sandbox_flaky answers 503 twice; the activity retries with one key; one charge."""
+    key = uuid.uuid4().hex
+    created = await stack.pay(key, payment_method="pm_sandbox_flaky")
+    payment = created.json()
+    final = await stack.wait_final(payment["id"])
+    assert final["status"] == "succeeded"
+    assert await stack.charges_for(payment["id"]) == 1
+    merchant = stack.settings.default_merchant
+    requests = await stack.requests_for_keys(f"payment-{merchant}-{key}/charge/")
+    assert requests == {f"payment-{merchant}-{key}/charge/1": 3}
+
+
+async def test_list_payments_by_customer_with_cursor(stack: Stack) -> None:
+    """GET /payments filters by customer and pages with a cursor, newest first, no repeats."""
+    customer = f"cus_{uuid.uuid4().hex[:8]}"
+    made = [(await stack.pay(customer_id=customer)).json()["id"] for _ in range(3)]
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        params = {"customer_id": customer, "limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = (await stack.api.get("/payments", params=params)).json()
+        seen += [p["id"] for p in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(made)
+    assert len(seen) == 3
+
+
+async def test_slow_initiation_answers_202_with_location(
+    dev_env: WorkflowEnvironment, sqlite_url: str
+) -> None:
+    """When the gateway is slower than PAYTIDE_INITIATE_WAIT, the API answers 202 + Location."""
+    async with running_stack(dev_env.client, sqlite_url, initiate_wait=0.3) as stack:
+        created = await stack.pay(payment_method="pm_sandbox_slow")
+        assert created.status_code == 202, created.text
+        location = created.headers["location"]
+        assert location == f"/payments/{created.json()['id']}"
+        final = await stack.wait_final(created.json()["id"])
+        assert final["status"] == "succeeded"
