@@ -55,8 +55,8 @@ class Stack:
         headers = {"Idempotency-Key": key or uuid.uuid4().hex}
         return await self.api.post("/payments", json=body, headers=headers)
 
-    async def wait_final(self, payment_id: str, timeout: float = 30) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
+    async def wait_final(self, payment_id: str, within: float = 30) -> dict[str, Any]:
+        async with asyncio.timeout(within):
             while True:
                 response = await self.api.get(f"/payments/{payment_id}")
                 assert response.status_code == 200, response.text

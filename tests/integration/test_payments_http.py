@@ -53,7 +53,7 @@ async def test_ok_payment_succeeds_through_the_signed_webhook(stack: Stack) -> N
 
 
 async def test_decline_is_answered_at_once_and_recorded(stack: Stack) -> None:
-    """pm_sandbox_decline: the POST answers failed/card_declined; the decline webhook is recorded."""
+    """pm_sandbox_decline: the POST answers failed/card_declined; its webhook is recorded."""
     created = await stack.pay(payment_method="pm_sandbox_decline")
     assert created.status_code == 201, created.text
     payment = created.json()

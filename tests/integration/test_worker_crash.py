@@ -64,7 +64,7 @@ async def test_sigkill_after_gateway_call_then_restart_charges_once(
             assert first.wait(timeout=10) == -signal.SIGKILL
 
         with worker_process(stack, log):
-            final = await stack.wait_final(payment_id, timeout=60)
+            final = await stack.wait_final(payment_id, within=60)
 
         assert final["status"] == "succeeded", log.read_text()[-3000:]
         assert await stack.charges_for(payment_id) == 1
