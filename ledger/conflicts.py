@@ -20,6 +20,9 @@ def insert_ignoring_conflict(
         module.insert(table)
         .values(**values)
         .on_conflict_do_nothing(index_elements=conflict_columns)
+        # Whether a row comes back says whether this call inserted it. rowcount cannot say: for
+        # a table with a generated key SQLAlchemy adds RETURNING itself, and psycopg then
+        # reports rowcount -1 whether the row was inserted or skipped.
+        .returning(*table.primary_key.columns)
     )
-    result = session.execute(statement)
-    return bool(getattr(result, "rowcount", 0))
+    return session.execute(statement).first() is not None

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
+import re
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "PAYTIDE_"
@@ -117,6 +118,15 @@ class Settings(BaseSettings):
             raise ValueError("expected one of DEBUG, INFO, WARNING, ERROR")
         return upper
 
+    @model_validator(mode="after")
+    def _callback_needs_secret(self) -> Settings:
+        if self.merchant_callback_url and self.merchant_callback_secret is None:
+            raise ValueError(
+                "PAYTIDE_MERCHANT_CALLBACK_URL is set but PAYTIDE_MERCHANT_CALLBACK_SECRET is "
+                "not: merchant notifications are always signed"
+            )
+        return self
+
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.state_dir / 'ledger.db'}"
@@ -138,6 +148,9 @@ class Settings(BaseSettings):
         return timedelta(seconds=self.webhook_timeout)
 
 
+_SECRET_FIELD = re.compile(r"secret|key|password|token", re.IGNORECASE)
+
+
 class ConfigError(Exception):
     """A setting has a value paytide cannot use; the message names the variable."""
 
@@ -145,9 +158,15 @@ class ConfigError(Exception):
 def _describe(error: ValidationError) -> str:
     lines = ["paytide cannot start: some settings are invalid."]
     for item in error.errors():
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if not item["loc"]:
+            lines.append(f"  {message}")
+            continue
         field = ".".join(str(part) for part in item["loc"])
         variable = f"{ENV_PREFIX}{field.upper()}"
-        lines.append(f"  {variable}: {item['msg']} (got {item.get('input')!r})")
+        # Echo what was given, except for credentials.
+        shown = "" if _SECRET_FIELD.search(field) else f" (got {item.get('input')!r})"
+        lines.append(f"  {variable}: {message}{shown}")
     lines.append("Fix the variable (environment or .env) and start again.")
     return "\n".join(lines)
 

@@ -1,0 +1,190 @@
+"""`paytide dev` as a user runs it: the whole stack up, a demo payment, a clean Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+STARTUP_SECONDS = 150
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process whose ancestry leads to ``pid``, read from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name may hold spaces; fields after its closing parenthesis are fixed.
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, ppid in parents.items() if ppid == parent]
+        found.update(children)
+        frontier.extend(children)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has exited; it only waits to be reaped by its parent.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@dataclass
+class DevRun:
+    process: subprocess.Popen[str]
+    env: dict[str, str]
+    output: list[str]
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.env['PAYTIDE_API_PORT']}"
+
+    def read_until(self, pattern: str) -> re.Match[str]:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                pytest.fail("paytide dev exited early:\n" + "".join(self.output))
+            self.output.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+        pytest.fail(f"no line matching {pattern!r}:\n" + "".join(self.output))
+
+
+def dev_env(state_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYTIDE_")}
+    env.update(
+        {
+            "PAYTIDE_STATE_DIR": str(state_dir),
+            "PAYTIDE_TEMPORAL_ADDRESS": f"127.0.0.1:{_free_port()}",
+            "PAYTIDE_TEMPORAL_UI_PORT": str(_free_port()),
+            "PAYTIDE_API_PORT": str(_free_port()),
+            "PAYTIDE_SANDBOX_PORT": str(_free_port()),
+            "PAYTIDE_LOG_FORMAT": "json",
+        }
+    )
+    return env
+
+
+@contextmanager
+def paytide_dev(env: dict[str, str], *args: str) -> Iterator[DevRun]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "paytide", "dev", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield DevRun(process=process, env=env, output=[])
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _stop(run: DevRun) -> set[int]:
+    """Ctrl-C the supervisor; return the processes it had started."""
+    children = _descendants(run.process.pid)
+    assert children, "paytide dev should have child processes"
+    run.process.send_signal(signal.SIGINT)
+    assert run.process.wait(timeout=30) == 0
+    return children
+
+
+def test_dev_brings_up_the_stack_takes_a_payment_and_stops_cleanly(tmp_path: Path) -> None:
+    """The README's first command: ready, Web UI answers, demo payment succeeds, no orphans."""
+    env = dev_env(tmp_path / "state")
+    with paytide_dev(env) as run:
+        run.read_until(r"paytide is up")
+        ready = httpx.get(f"{run.api}/readyz", timeout=5)
+        assert ready.status_code == 200, ready.text
+        assert all(part["ready"] for part in ready.json()["parts"].values())
+        ui = httpx.get(f"http://127.0.0.1:{env['PAYTIDE_TEMPORAL_UI_PORT']}/", timeout=5)
+        assert ui.status_code == 200
+        found = run.read_until(r"GET /payments/(pay_\w+) -> status=(\w+)")
+        payment_id, status = found.group(1), found.group(2)
+        assert status == "succeeded", "".join(run.output)
+        children = _stop(run)
+
+    time.sleep(0.5)
+    assert not [pid for pid in children if _alive(pid)]
+    assert (tmp_path / "state" / "temporal.db").exists()
+
+    # Payments survive a restart: the same state folder brings the payment back.
+    with paytide_dev(env, "--no-demo") as again:
+        again.read_until(r"paytide is up")
+        payment = httpx.get(f"{again.api}/payments/{payment_id}", timeout=5).json()
+        assert payment["status"] == "succeeded"
+        temporal = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "temporal"),
+                "workflow",
+                "list",
+                "--address",
+                env["PAYTIDE_TEMPORAL_ADDRESS"],
+                "--query",
+                "PaymentStatus='succeeded'",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "PaymentWorkflow" in temporal.stdout
+        _stop(again)
+
+
+def test_dev_names_the_variable_when_a_port_is_taken(tmp_path: Path) -> None:
+    """A busy API port is reported by name with the variable that changes it; nothing starts."""
+    env = dev_env(tmp_path / "state")
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", int(env["PAYTIDE_API_PORT"])))
+        blocker.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "paytide", "dev"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert "PAYTIDE_API_PORT" in result.stdout
+    assert f"port {env['PAYTIDE_API_PORT']}" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "state" / "temporal.db").exists()
