@@ -39,7 +39,7 @@ def _wanted_stamp() -> str:
 
 def ensure_environment() -> None:
     """Create .venv and install paytide with its dev extras, once per pyproject.toml change."""
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this file runs under any python3
         fail(f"paytide needs Python 3.11 or newer; this is {sys.version.split()[0]}.")
     if not PYTHON.exists():
         say(f"creating a virtual environment in {VENV}")
