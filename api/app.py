@@ -16,11 +16,10 @@ from api.health import healthz, readyz
 from api.payments import cancel_payment, create_payment, get_payment, list_payments
 from api.state import ApiState
 from api.webhooks import receive_webhook
-from gateways.sandbox import SandboxWebhookVerifier
+from gateways.registry import build_verifiers
 from ledger.engine import create_ledger_engine, session_factory
 from paytide.settings import Settings
 from paytide.temporal import connect
-from workflows.contract import GatewayName
 
 ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
@@ -45,12 +44,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> Starlet
                 engine=engine,
                 sessions=session_factory(engine),
                 http=http,
-                verifiers={
-                    GatewayName.SANDBOX: SandboxWebhookVerifier(
-                        [settings.sandbox_webhook_secret.get_secret_value()],
-                        tolerance_seconds=settings.webhook_tolerance,
-                    ),
-                },
+                verifiers=build_verifiers(settings),
             )
             try:
                 yield

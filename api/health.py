@@ -16,6 +16,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, GetSyste
 
 from api.auth import state_of
 from api.state import ApiState
+from gateways.registry import available_gateways
 
 CHECK_TIMEOUT = 3.0
 # The server records a poller's last access; one unseen for this long is not polling any more.
@@ -86,4 +87,11 @@ async def readyz(request: Request) -> Response:
     results = await asyncio.gather(*(_run(check, state) for check in checks.values()))
     parts = dict(zip(checks, results, strict=True))
     ready = all(part["ready"] for part in parts.values())
-    return JSONResponse({"ready": ready, "parts": parts}, status_code=200 if ready else 503)
+    # A gateway without credentials is not a failure, only unavailable to routing.
+    gateways = {
+        name.value: "available" if not why_not else f"not available: {why_not}"
+        for name, why_not in available_gateways(state.settings).items()
+    }
+    return JSONResponse(
+        {"ready": ready, "parts": parts, "gateways": gateways}, status_code=200 if ready else 503
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
+import random
 import uuid
 from datetime import datetime
 from typing import Any
@@ -15,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowUpdateFailedError,
+    WorkflowUpdateHandle,
     WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
@@ -28,6 +31,8 @@ from api.body import read_json, validate
 from api.errors import ApiError
 from api.schemas import CancelBody, CreatePayment
 from api.state import ApiState
+from gateways.registry import usable
+from gateways.router import NoGatewayAvailable, route
 from ledger import payments as ledger
 from ledger.engine import transaction
 from ledger.models import Payment
@@ -36,6 +41,7 @@ from workflows.contract import (
     TERMINAL_STATUSES,
     CancelPayment,
     CaptureMethod,
+    GatewayName,
     InitiateRequest,
     InitiateResult,
     PaymentInput,
@@ -52,8 +58,32 @@ log = get_logger("paytide.api.payments")
 REPLAY_HEADER = "Idempotent-Replayed"
 
 
+def _route(state: ApiState, body: CreatePayment, merchant: str) -> list[GatewayName]:
+    try:
+        return route(
+            state.settings.routing,
+            usable(state.settings),
+            merchant=merchant,
+            currency=body.currency,
+            amount_minor=body.amount,
+            requested=body.gateway,
+        )
+    except NoGatewayAvailable as error:
+        raise ApiError(
+            422,
+            "gateway_unavailable",
+            str(error),
+            details=[{"field": "gateway", "code": "gateway_unavailable", "message": str(error)}],
+        ) from None
+
+
 def _payment_request(
-    body: CreatePayment, *, merchant: str, key: str, request_id: str
+    body: CreatePayment,
+    *,
+    merchant: str,
+    key: str,
+    request_id: str,
+    gateways: list[GatewayName],
 ) -> PaymentRequest:
     workflow = idempotency.workflow_id(merchant, key)
     return PaymentRequest(
@@ -77,6 +107,7 @@ def _payment_request(
             city=body.location.city if body.location else None,
         ),
         request_id=request_id,
+        route=gateways,
     )
 
 
@@ -89,6 +120,7 @@ def _workflow_settings(state: ApiState) -> WorkflowSettings:
         charge_retry_backoff_seconds=s.charge_retry_backoff,
         risk_block_score=s.risk_block_score,
         gateway_call_timeout_seconds=s.gateway_call_timeout,
+        gateway_max_attempts=s.gateway_max_attempts,
     )
 
 
@@ -120,7 +152,13 @@ async def create_payment(request: Request) -> Response:
     body = validate(CreatePayment, await read_json(request, state.settings.max_body_bytes))
     key = idempotency.checked_key(request.headers.get("idempotency-key"))
     key = key or idempotency.derived_key(merchant, body)
-    payment = _payment_request(body, merchant=merchant, key=key, request_id=uuid.uuid4().hex)
+    payment = _payment_request(
+        body,
+        merchant=merchant,
+        key=key,
+        request_id=uuid.uuid4().hex,
+        gateways=_route(state, body, merchant),
+    )
 
     # A payment that has already ended answers from the ledger: no Temporal round trip, and it
     # still works after the workflow has left the namespace's retention.
@@ -131,34 +169,30 @@ async def create_payment(request: Request) -> Response:
         if PaymentStatus(existing.status) in TERMINAL_STATUSES:
             return _answer(ledger.to_view(existing), created=False)
 
-    workflow_id = idempotency.workflow_id(merchant, key)
-    start = WithStartWorkflowOperation(
-        PaymentWorkflow.run,
-        PaymentInput(request=payment, settings=_workflow_settings(state)),
-        id=workflow_id,
-        task_queue=state.settings.temporal_task_queue,
-        # Join the running payment on a retry; never start a second run once it has closed.
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-    )
-    try:
-        handle = await state.temporal.start_update_with_start_workflow(
-            PaymentWorkflow.initiate,
-            InitiateRequest(fingerprint=payment.fingerprint),
-            start_workflow_operation=start,
-            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-        )
-    except WorkflowUpdateFailedError as error:
-        raise _from_update_failure(error) from None
-    except (WorkflowAlreadyStartedError, RPCError) as error:
-        if isinstance(error, RPCError) and error.status is not RPCStatusCode.ALREADY_EXISTS:
-            raise
-        # The workflow closed between our ledger read and the start: the ledger has it now.
-        return await _replay_from_ledger(state, merchant, key, payment.fingerprint)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.settings.initiate_wait
+    while True:
+        try:
+            handle = await _update_with_start(state, payment, merchant, key)
+            break
+        except WorkflowUpdateFailedError as error:
+            raise _from_update_failure(error) from None
+        except (WorkflowAlreadyStartedError, RPCError) as error:
+            if isinstance(error, RPCError) and error.status is RPCStatusCode.RESOURCE_EXHAUSTED:
+                # Temporal caps in-flight updates per workflow (10 by default): a burst of
+                # retries of one request waits its turn, within the same time budget.
+                if loop.time() < deadline:
+                    await asyncio.sleep(random.uniform(0.02, 0.12))
+                    continue
+                return await _accepted_after_check(state, payment, merchant, key)
+            if isinstance(error, RPCError) and error.status is not RPCStatusCode.ALREADY_EXISTS:
+                raise
+            # The workflow closed between our ledger read and the start: the ledger has it now.
+            return await _replay_from_ledger(state, merchant, key, payment.fingerprint)
 
     try:
         result: InitiateResult = await asyncio.wait_for(
-            handle.result(), timeout=state.settings.initiate_wait
+            handle.result(), timeout=max(0.0, deadline - loop.time())
         )
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         # The SDK reports the cancelled poll as its own error rather than CancelledError.
@@ -172,6 +206,42 @@ async def create_payment(request: Request) -> Response:
         status=result.payment.status.value,
     )
     return _answer(result.payment, created=created)
+
+
+async def _update_with_start(
+    state: ApiState, payment: PaymentRequest, merchant: str, key: str
+) -> WorkflowUpdateHandle[InitiateResult]:
+    start = WithStartWorkflowOperation(
+        PaymentWorkflow.run,
+        PaymentInput(request=payment, settings=_workflow_settings(state)),
+        id=idempotency.workflow_id(merchant, key),
+        task_queue=state.settings.temporal_task_queue,
+        # Join the running payment on a retry; never start a second run once it has closed.
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    )
+    try:
+        return await state.temporal.start_update_with_start_workflow(
+            PaymentWorkflow.initiate,
+            InitiateRequest(fingerprint=payment.fingerprint),
+            start_workflow_operation=start,
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+    except Exception:
+        # The start half carries the same failure; read it so it is not reported as unretrieved.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(start.workflow_handle(), timeout=0.1)
+        raise
+
+
+async def _accepted_after_check(
+    state: ApiState, payment: PaymentRequest, merchant: str, key: str
+) -> Response:
+    """202 without the workflow's word: check the key against the ledger's fingerprint first."""
+    row = await _ledger_row(state, merchant, key)
+    if row is not None and row.fingerprint != payment.fingerprint:
+        raise _key_reused()
+    return _accepted(payment)
 
 
 def _from_update_failure(error: WorkflowUpdateFailedError) -> ApiError:

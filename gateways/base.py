@@ -12,11 +12,14 @@ from typing import Protocol
 
 from workflows.contract import (
     CancelRequest,
+    CaptureRequest,
     ChargeLookup,
     ChargeOutcome,
     ChargeRequest,
     GatewayEvent,
     GatewayName,
+    RefundOutcome,
+    RefundRequest,
 )
 
 
@@ -62,6 +65,10 @@ class Gateway(Protocol):
     async def retrieve(self, lookup: ChargeLookup) -> ChargeOutcome: ...
 
     async def cancel(self, request: CancelRequest) -> ChargeOutcome: ...
+
+    async def capture(self, request: CaptureRequest) -> ChargeOutcome: ...
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome: ...
 
 
 class WebhookVerifier(Protocol):

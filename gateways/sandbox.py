@@ -3,7 +3,8 @@
 Transport trouble becomes `GatewayUnavailable` / `GatewayRateLimited` (retry with the same
 idempotency key) or `GatewayRequestError` (our bug or bad credentials: do not retry) right here,
 where the HTTP status is known. Every answer the sandbox gives about a charge, including a
-decline, is a `ChargeOutcome`.
+decline, is a `ChargeOutcome`; every answer about a refund, including the sandbox refusing one,
+is a `RefundOutcome`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gateways.base import (
 )
 from workflows.contract import (
     CancelRequest,
+    CaptureRequest,
     ChargeLookup,
     ChargeOutcome,
     ChargeRequest,
@@ -33,6 +35,9 @@ from workflows.contract import (
     GatewayEvent,
     GatewayName,
     NextAction,
+    RefundOutcome,
+    RefundRequest,
+    RefundState,
 )
 
 SIGNATURE_HEADER = "sandbox-signature"
@@ -51,6 +56,16 @@ _EVENT_STATES: dict[str, ChargeState] = {
     "charge.authorized": ChargeState.AUTHORIZED,
     "charge.canceled": ChargeState.CANCELED,
 }
+
+
+_REFUND_STATES: dict[str, RefundState] = {
+    "pending": RefundState.PENDING,
+    "succeeded": RefundState.SUCCEEDED,
+    "failed": RefundState.FAILED,
+}
+
+# Refusals of a refund request: outcomes about the charge, not trouble with the request.
+_REFUND_REFUSALS = frozenset({"refund_exceeds_charge", "charge_not_refundable"})
 
 
 def _str(raw: Any) -> str | None:
@@ -103,6 +118,20 @@ def _outcome(charge: Mapping[str, Any]) -> ChargeOutcome:
         failure=failure,
         amount_minor=_int(charge.get("amount")),
         currency=_str(charge.get("currency")),
+    )
+
+
+def _refund_outcome(refund: Mapping[str, Any]) -> RefundOutcome:
+    status = refund.get("status")
+    state = _REFUND_STATES.get(status) if isinstance(status, str) else None
+    if state is None:
+        raise GatewayRequestError(
+            f"the sandbox reported unknown refund status {status!r}; the adapter needs updating"
+        )
+    return RefundOutcome(
+        state=state,
+        refund_reference=_str(refund.get("id")),
+        failure=_failure(refund.get("failure")),
     )
 
 
@@ -186,15 +215,53 @@ class SandboxGateway:
             return ChargeOutcome(state=ChargeState.NOT_FOUND)
         if response.status_code == 409:
             # Too late to cancel: the answer carries the charge's current state, an outcome.
-            try:
-                current = response.json()["error"]["charge"]
-            except (ValueError, KeyError, TypeError):
-                code, message = _error_code(response)
-                raise GatewayRequestError(
-                    f"sandbox refused the cancel without the charge's state: {code} {message}"
-                ) from None
-            return _outcome(current)
+            return _outcome(_refused_charge(response, "cancel"))
         return _outcome(self._charge_json(response))
+
+    async def capture(self, request: CaptureRequest) -> ChargeOutcome:
+        response = await self._send(
+            "POST",
+            f"/v1/charges/{_segment(request.gateway_reference)}/capture",
+            json={"amount": request.amount_minor, "currency": request.currency},
+            idempotency_key=request.idempotency_key,
+            allow={404, 409},
+        )
+        if response.status_code == 404:
+            return ChargeOutcome(state=ChargeState.NOT_FOUND)
+        if response.status_code == 409:
+            # Not authorized (any more): the answer carries the charge's current state, an
+            # outcome the caller judges (already succeeded, canceled, still pending...).
+            return _outcome(_refused_charge(response, "capture"))
+        return _outcome(self._charge_json(response))
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        body: dict[str, Any] = {
+            "charge": request.gateway_reference,
+            "amount": request.amount_minor,
+            "currency": request.currency,
+            "metadata": {"payment_id": request.payment_id},
+        }
+        if request.reason is not None:
+            body["reason"] = request.reason
+        response = await self._send(
+            "POST",
+            "/v1/refunds",
+            json=body,
+            idempotency_key=request.idempotency_key,
+            allow={400, 409},
+        )
+        if not response.is_success:
+            code, message = _error_code(response)
+            if code not in _REFUND_REFUSALS:
+                raise GatewayRequestError(
+                    f"sandbox answered {response.status_code} {code} on POST /v1/refunds: {message}"
+                )
+            # Nothing was created, and asking again cannot change the answer.
+            return RefundOutcome(
+                state=RefundState.FAILED,
+                failure=Failure(code=code, message=message, retryable=False),
+            )
+        return _refund_outcome(self._refund_json(response))
 
     async def _send(
         self,
@@ -245,6 +312,33 @@ class SandboxGateway:
             )
         return charge
 
+    def _refund_json(self, response: httpx.Response) -> dict[str, Any]:
+        try:
+            refund = response.json()
+        except ValueError:
+            refund = None
+        if not isinstance(refund, dict) or "id" not in refund or "status" not in refund:
+            # As for charges: the request is idempotent, so asking again is safe.
+            raise GatewayUnavailable(
+                f"sandbox answered {response.status_code} with a body that is not a refund"
+            )
+        return refund
+
+
+def _refused_charge(response: httpx.Response, action: str) -> dict[str, Any]:
+    """The charge's current state, which the sandbox sends along when it refuses an action."""
+    try:
+        charge = response.json()["error"]["charge"]
+    except (ValueError, KeyError, TypeError):
+        charge = None
+    if not isinstance(charge, dict):
+        # An idempotency conflict, for one: our bug, and the same request can never succeed.
+        code, message = _error_code(response)
+        raise GatewayRequestError(
+            f"sandbox refused the {action} without the charge's state: {code} {message}"
+        )
+    return charge
+
 
 class SandboxWebhookVerifier:
     """Verifies ``Sandbox-Signature`` and turns a sandbox webhook into a `GatewayEvent`."""
@@ -275,11 +369,14 @@ class SandboxWebhookVerifier:
             if not (isinstance(event_id, str) and isinstance(event_type, str)):
                 raise TypeError("id and type must be strings")
             if not isinstance(charge, dict):
-                raise TypeError("data must be a charge object")
+                raise TypeError("data must be an object")
         except (ValueError, KeyError, TypeError) as error:
             raise WebhookRejected(
                 "malformed_payload", f"signed webhook body is not a sandbox event: {error}"
             ) from None
+        if event_type.startswith("refund."):
+            # Refunds are acknowledged but not yet followed: no workflow waits on them so far.
+            return []
         failure = _failure(charge.get("failure"))
         if event_type == "charge.failed":
             retryable = failure is not None and failure.retryable

@@ -7,10 +7,12 @@ import re
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from paytide.routing import DEFAULT_RULES, RoutingRule
 
 ENV_PREFIX = "PAYTIDE_"
 
@@ -78,6 +80,11 @@ class Settings(BaseSettings):
     charge_retry_backoff: PositiveSeconds = 2.0
     risk_block_score: Annotated[int, Field(ge=0, le=100)] = 80
     gateway_call_timeout: PositiveSeconds = 30.0
+    # Transport retries of one gateway call (same key) before the workflow reconciles.
+    gateway_max_attempts: Annotated[int, Field(ge=1, le=20)] = 6
+    # JSON list of rules: [{"currency": "USD", "gateways": ["stripe", "adyen"]}, ...]; the first
+    # rule that matches (merchant, currency, min_amount, max_amount) gives the gateway order.
+    routing: list[RoutingRule] = Field(default_factory=lambda: list(DEFAULT_RULES))
 
     # Sandbox gateway
     sandbox_host: str = "127.0.0.1"
@@ -90,6 +97,21 @@ class Settings(BaseSettings):
     sandbox_slow_delay: Annotated[float, Field(ge=0)] = 2.0
     sandbox_flaky_failures: Annotated[int, Field(ge=0)] = 2
     webhook_tolerance: PositiveSeconds = 300.0
+
+    # Stripe (official SDK). No API key: Stripe is not available to routing.
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secrets: SecretStr | None = None  # comma-separated, newest first (rotation)
+    stripe_api_base: str = "https://api.stripe.com"
+
+    # Adyen (official SDK). No API key or merchant account: Adyen is not available to routing.
+    adyen_api_key: SecretStr | None = None
+    adyen_merchant_account: str = ""
+    adyen_hmac_keys: SecretStr | None = None  # comma-separated hex keys (rotation)
+    adyen_webhook_username: str = ""
+    adyen_webhook_password: SecretStr | None = None
+    adyen_environment: Literal["test", "live"] = "test"
+    adyen_live_url_prefix: str = ""
+    adyen_checkout_url: str = ""  # overrides the Checkout base URL (tests, proxies)
 
     # Merchant notifications
     merchant_callback_url: str = ""
@@ -128,6 +150,14 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def stripe_webhook_secret_list(self) -> list[str]:
+        return _split_secret(self.stripe_webhook_secrets)
+
+    @property
+    def adyen_hmac_key_list(self) -> list[str]:
+        return _split_secret(self.adyen_hmac_keys)
+
+    @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.state_dir / 'ledger.db'}"
 
@@ -149,6 +179,12 @@ class Settings(BaseSettings):
 
 
 _SECRET_FIELD = re.compile(r"secret|key|password|token", re.IGNORECASE)
+
+
+def _split_secret(value: SecretStr | None) -> list[str]:
+    if value is None:
+        return []
+    return [part.strip() for part in value.get_secret_value().split(",") if part.strip()]
 
 
 class ConfigError(Exception):

@@ -99,6 +99,9 @@ class PaymentRequest:
     risk: RiskContext = field(default_factory=RiskContext)
     # Nonce of the HTTP request that started the workflow: tells a first request from a replay.
     request_id: str = ""
+    # Gateways to try, in order; the next one is used only when the previous provably did not
+    # charge. Empty means [gateway or the default gateway].
+    route: list[GatewayName] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +116,8 @@ class WorkflowSettings:
     default_gateway: GatewayName = GatewayName.SANDBOX
     # How long one gateway HTTP call may take before the activity is retried (same key).
     gateway_call_timeout_seconds: float = 30.0
+    # Transport retries of one gateway call before the workflow reconciles with the gateway.
+    gateway_max_attempts: int = 6
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,6 +173,40 @@ class CancelRequest:
     gateway: GatewayName
     gateway_reference: str
     idempotency_key: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaptureRequest:
+    gateway: GatewayName
+    gateway_reference: str
+    idempotency_key: str
+    amount_minor: int
+    currency: str
+
+
+class RefundState(StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefundRequest:
+    gateway: GatewayName
+    payment_id: str
+    # The payment's charge at the gateway (PaymentIntent id, pspReference, sandbox charge id).
+    gateway_reference: str
+    idempotency_key: str
+    amount_minor: int
+    currency: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefundOutcome:
+    state: RefundState
+    refund_reference: str | None = None
+    failure: Failure | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

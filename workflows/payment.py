@@ -44,13 +44,6 @@ with workflow.unsafe.imports_passed_through():
         Transition,
     )
 
-# Transport trouble is retried here, inside one charge attempt, with the same gateway key.
-GATEWAY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=6,
-)
 # The ledger is ours: keep trying rather than lose a record. An outage stalls, never drops.
 LEDGER_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
@@ -88,7 +81,12 @@ class PaymentWorkflow:
         self._settings = input.settings
         self._status = PaymentStatus.RECEIVED
         self._seq = 0
-        self._gateway: GatewayName = input.request.gateway or input.settings.default_gateway
+        self._route = list(input.request.route) or [
+            input.request.gateway or input.settings.default_gateway
+        ]
+        self._gateway: GatewayName = self._route[0]
+        # Why the gateway changed, recorded with the next charging transition.
+        self._switch_reason: str | None = None
         self._attempt = 0
         self._outcome: ChargeOutcome | None = None
         self._risk: RiskAssessment | None = None
@@ -182,8 +180,11 @@ class PaymentWorkflow:
         settings = self._settings
         while True:
             self._attempt += 1
-            await self._transition(PaymentStatus.CHARGING, gateway=self._gateway)
+            reason, self._switch_reason = self._switch_reason, None
+            await self._transition(PaymentStatus.CHARGING, gateway=self._gateway, reason=reason)
             outcome = await self._charge_once()
+            if outcome is not None and outcome.state is ChargeState.NOT_FOUND:
+                continue  # failed over: the next gateway gets a new attempt at once
             if outcome is not None:
                 outcome = await self._follow_until_final(outcome)
             if outcome is None:
@@ -226,7 +227,7 @@ class PaymentWorkflow:
                 GatewayActivities.charge,
                 request,
                 start_to_close_timeout=self._gateway_timeout(),
-                retry_policy=GATEWAY_RETRY,
+                retry_policy=self._gateway_retry(),
                 summary=f"charge via {self._gateway.value} (attempt {self._attempt})",
             )
         except ActivityError as error:
@@ -256,6 +257,16 @@ class PaymentWorkflow:
             # Keep following the charge by its key: a webhook or a later reconcile decides.
             return ChargeOutcome(state=ChargeState.PENDING)
         if found.state is ChargeState.NOT_FOUND:
+            if len(self._route) > self._route.index(self._gateway) + 1:
+                # Provably not charged here, so another gateway cannot make it a double charge.
+                failed = self._gateway
+                self._gateway = self._route[self._route.index(failed) + 1]
+                self._switch_reason = (
+                    f"failover: {failed.value} did not answer and holds no charge for "
+                    f"attempt {self._attempt}; trying {self._gateway.value}"
+                )
+                workflow.logger.warning(self._switch_reason)
+                return found
             await self._finish(
                 PaymentStatus.FAILED,
                 Failure(
@@ -345,7 +356,7 @@ class PaymentWorkflow:
                 idempotency_key=f"{self._charge_key(self._attempt)}/cancel",
             ),
             start_to_close_timeout=self._gateway_timeout(),
-            retry_policy=GATEWAY_RETRY,
+            retry_policy=self._gateway_retry(),
             summary="cancel at gateway",
         )
         self._record_outcome(result)
@@ -358,13 +369,22 @@ class PaymentWorkflow:
                 GatewayActivities.reconcile,
                 lookup,
                 start_to_close_timeout=self._gateway_timeout(),
-                retry_policy=GATEWAY_RETRY,
+                retry_policy=self._gateway_retry(),
                 summary="reconcile with gateway",
             )
         except ActivityError:
             return None
 
     # ---- Helpers that read state ----------------------------------------------------------
+
+    def _gateway_retry(self) -> RetryPolicy:
+        # Transport trouble is retried inside one charge attempt, with the same gateway key.
+        return RetryPolicy(
+            initial_interval=timedelta(seconds=1),
+            backoff_coefficient=2.0,
+            maximum_interval=timedelta(seconds=30),
+            maximum_attempts=self._settings.gateway_max_attempts,
+        )
 
     def _gateway_timeout(self) -> timedelta:
         return timedelta(seconds=self._settings.gateway_call_timeout_seconds)

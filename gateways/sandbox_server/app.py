@@ -25,7 +25,13 @@ from gateways.sandbox_server.charges import ChargeStore
 from gateways.sandbox_server.config import SandboxConfig
 from gateways.sandbox_server.errors import SandboxError, handle_http_error, handle_sandbox_error
 from gateways.sandbox_server.processor import Processor
-from gateways.sandbox_server.schemas import CreateChargeBody, ThreeDSBody
+from gateways.sandbox_server.refunds import RefundStore
+from gateways.sandbox_server.schemas import (
+    CaptureBody,
+    CreateChargeBody,
+    CreateRefundBody,
+    ThreeDSBody,
+)
 from gateways.sandbox_server.tasks import TaskTracker
 from gateways.sandbox_server.webhooks import WebhookDispatcher
 
@@ -60,6 +66,10 @@ async def _json_object(request: Request) -> dict[str, Any]:
     return payload
 
 
+def _replay_headers(replayed: bool) -> dict[str, str] | None:
+    return {"Idempotent-Replayed": "true"} if replayed else None
+
+
 def _invalid(error: ValidationError) -> SandboxError:
     fields = [
         {"field": ".".join(str(part) for part in item["loc"]), "message": item["msg"]}
@@ -70,9 +80,16 @@ def _invalid(error: ValidationError) -> SandboxError:
 
 
 class _Api:
-    def __init__(self, config: SandboxConfig, store: ChargeStore, processor: Processor) -> None:
+    def __init__(
+        self,
+        config: SandboxConfig,
+        store: ChargeStore,
+        refunds: RefundStore,
+        processor: Processor,
+    ) -> None:
         self._api_key = config.api_key
         self._store = store
+        self._refunds = refunds
         self._processor = processor
 
     def _authenticate(self, request: Request) -> None:
@@ -96,8 +113,7 @@ class _Api:
             return str(request.url_for("complete_3ds", charge_id=charge_id))
 
         charge, replayed = await self._processor.create_charge(body, key, redirect_url_for)
-        headers = {"Idempotent-Replayed": "true"} if replayed else None
-        return JSONResponse(charge.to_json(), headers=headers)
+        return JSONResponse(charge.to_json(), headers=_replay_headers(replayed))
 
     async def find_charge(self, request: Request) -> JSONResponse:
         self._authenticate(request)
@@ -118,6 +134,34 @@ class _Api:
         charge = self._processor.cancel(request.path_params["charge_id"])
         return JSONResponse(charge.to_json())
 
+    async def capture_charge(self, request: Request) -> JSONResponse:
+        self._authenticate(request)
+        key = _idempotency_key(request)
+        # An empty body captures the whole authorized amount.
+        raw = await _json_object(request) if await request.body() else {}
+        try:
+            body = CaptureBody.model_validate(raw)
+        except ValidationError as error:
+            raise _invalid(error) from None
+        charge, replayed = await self._processor.capture(
+            request.path_params["charge_id"], body, key
+        )
+        return JSONResponse(charge.to_json(), headers=_replay_headers(replayed))
+
+    async def create_refund(self, request: Request) -> JSONResponse:
+        self._authenticate(request)
+        key = _idempotency_key(request)
+        try:
+            body = CreateRefundBody.model_validate(await _json_object(request))
+        except ValidationError as error:
+            raise _invalid(error) from None
+        refund, replayed = await self._processor.create_refund(body, key)
+        return JSONResponse(refund.to_json(), headers=_replay_headers(replayed))
+
+    async def get_refund(self, request: Request) -> JSONResponse:
+        self._authenticate(request)
+        return JSONResponse(self._processor.get_refund(request.path_params["refund_id"]).to_json())
+
     async def complete_3ds(self, request: Request) -> JSONResponse:
         # No bearer token: this is the customer's browser, which holds only the client secret.
         try:
@@ -131,7 +175,7 @@ class _Api:
 
     async def stats(self, request: Request) -> JSONResponse:
         self._authenticate(request)
-        return JSONResponse(self._store.stats())
+        return JSONResponse({**self._store.stats(), **self._refunds.stats()})
 
 
 def create_sandbox_app(
@@ -143,6 +187,7 @@ def create_sandbox_app(
     instead of over the network.
     """
     store = ChargeStore()
+    refunds = RefundStore()
     tasks = TaskTracker()
     dispatcher = WebhookDispatcher(
         url=config.webhook_url,
@@ -150,8 +195,10 @@ def create_sandbox_app(
         max_attempts=config.webhook_max_attempts,
         transport=webhook_transport,
     )
-    processor = Processor(config=config, store=store, dispatcher=dispatcher, tasks=tasks)
-    api = _Api(config, store, processor)
+    processor = Processor(
+        config=config, store=store, refunds=refunds, dispatcher=dispatcher, tasks=tasks
+    )
+    api = _Api(config, store, refunds, processor)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -169,9 +216,12 @@ def create_sandbox_app(
         Route("/v1/charges", api.find_charge, methods=["GET"]),
         Route("/v1/charges/{charge_id}", api.get_charge, methods=["GET"]),
         Route("/v1/charges/{charge_id}/cancel", api.cancel_charge, methods=["POST"]),
+        Route("/v1/charges/{charge_id}/capture", api.capture_charge, methods=["POST"]),
         Route(
             "/v1/charges/{charge_id}/3ds", api.complete_3ds, methods=["POST"], name="complete_3ds"
         ),
+        Route("/v1/refunds", api.create_refund, methods=["POST"]),
+        Route("/v1/refunds/{refund_id}", api.get_refund, methods=["GET"]),
         Route("/v1/stats", api.stats, methods=["GET"]),
     ]
     app = Starlette(
@@ -180,5 +230,6 @@ def create_sandbox_app(
         exception_handlers={SandboxError: handle_sandbox_error, HTTPException: handle_http_error},
     )
     app.state.store = store
+    app.state.refunds = refunds
     app.state.tasks = tasks
     return app

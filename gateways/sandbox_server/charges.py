@@ -49,9 +49,12 @@ class Charge:
     amount: int
     currency: str
     capture: str
+    payment_method: str
     reference: str
     metadata: dict[str, str]
     created: int
+    # What has been taken from the card: the whole amount on success, or a manual capture's.
+    amount_captured: int = 0
     client_secret: str | None = None
     redirect_url: str | None = None
     failure: ChargeFailure | None = None
@@ -77,6 +80,8 @@ class Charge:
             "amount": self.amount,
             "currency": self.currency,
             "capture": self.capture,
+            "amount_captured": self.amount_captured,
+            "payment_method": self.payment_method,
             "reference": self.reference,
             "metadata": dict(self.metadata),
             "client_secret": self.client_secret,
@@ -87,8 +92,10 @@ class Charge:
 
 
 @dataclass(frozen=True)
-class _KeyedCharge:
-    charge_id: str
+class Keyed:
+    """What an idempotency key produced: the object's id and the request it was made from."""
+
+    object_id: str
     # Hash of the request body that created the charge, to detect a key reused for another body.
     fingerprint: str
 
@@ -98,7 +105,8 @@ class ChargeStore:
     charges: dict[str, Charge] = field(default_factory=dict)
     requests_by_key: Counter[str] = field(default_factory=Counter)
     charges_by_reference: Counter[str] = field(default_factory=Counter)
-    _by_key: dict[str, _KeyedCharge] = field(default_factory=dict)
+    _by_key: dict[str, Keyed] = field(default_factory=dict)
+    _captures_by_key: dict[str, Keyed] = field(default_factory=dict)
     _key_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def count_request(self, idempotency_key: str) -> int:
@@ -114,12 +122,18 @@ class ChargeStore:
         keyed = self._by_key.get(idempotency_key)
         if keyed is None:
             return None
-        return self.charges[keyed.charge_id], keyed.fingerprint
+        return self.charges[keyed.object_id], keyed.fingerprint
 
     def add(self, charge: Charge, idempotency_key: str, fingerprint: str) -> None:
         self.charges[charge.id] = charge
-        self._by_key[idempotency_key] = _KeyedCharge(charge.id, fingerprint)
+        self._by_key[idempotency_key] = Keyed(charge.id, fingerprint)
         self.charges_by_reference[charge.reference] += 1
+
+    def capture_for_key(self, idempotency_key: str) -> Keyed | None:
+        return self._captures_by_key.get(idempotency_key)
+
+    def add_capture(self, charge_id: str, idempotency_key: str, fingerprint: str) -> None:
+        self._captures_by_key[idempotency_key] = Keyed(charge_id, fingerprint)
 
     def get(self, charge_id: str) -> Charge | None:
         return self.charges.get(charge_id)
@@ -127,5 +141,7 @@ class ChargeStore:
     def stats(self) -> dict[str, dict[str, int]]:
         return {
             "charges_by_reference": dict(self.charges_by_reference),
+            # A key makes at most one charge, so this says which keys made one.
+            "charges_by_key": dict.fromkeys(self._by_key, 1),
             "requests_by_key": dict(self.requests_by_key),
         }

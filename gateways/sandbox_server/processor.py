@@ -1,4 +1,5 @@
-"""What the sandbox does with a charge: scripted outcomes, settlement and the webhooks it sends.
+"""What the sandbox does with charges and refunds: scripted outcomes, settlement, captures and the
+webhooks it sends.
 
 This module is the card processor; `app` is only its HTTP face.
 """
@@ -10,6 +11,7 @@ import hmac
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -23,8 +25,9 @@ from gateways.sandbox_server.charges import (
 )
 from gateways.sandbox_server.config import SandboxConfig
 from gateways.sandbox_server.errors import SandboxError
+from gateways.sandbox_server.refunds import Refund, RefundStatus, RefundStore
 from gateways.sandbox_server.scenarios import Scenario, scenario_for
-from gateways.sandbox_server.schemas import CreateChargeBody
+from gateways.sandbox_server.schemas import CaptureBody, CreateChargeBody, CreateRefundBody
 from gateways.sandbox_server.tasks import TaskTracker
 from gateways.sandbox_server.webhooks import WebhookDispatcher, build_event
 
@@ -41,6 +44,20 @@ PROCESSOR_UNAVAILABLE = ChargeFailure(
 AUTHENTICATION_FAILED = ChargeFailure(
     code="authentication_failed", message="The customer failed the 3-D Secure challenge."
 )
+REFUND_DECLINED = ChargeFailure(
+    code="refund_declined", message="The card issuer refused to take the refund."
+)
+# Scenarios whose charge settles in the answer to the charge request itself.
+SETTLED_AT_ONCE = frozenset({Scenario.INSTANT, Scenario.REFUND_FAILS})
+
+
+def _idempotency_conflict(what: str) -> SandboxError:
+    return SandboxError(
+        409,
+        "idempotency_conflict",
+        f"this Idempotency-Key was already used with a different request body; "
+        f"use a new key for a new {what}",
+    )
 
 
 class Processor:
@@ -49,12 +66,14 @@ class Processor:
         *,
         config: SandboxConfig,
         store: ChargeStore,
+        refunds: RefundStore,
         dispatcher: WebhookDispatcher,
         tasks: TaskTracker,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._config = config
         self._store = store
+        self._refunds = refunds
         self._dispatcher = dispatcher
         self._tasks = tasks
         self._clock = clock
@@ -73,18 +92,15 @@ class Processor:
                 "invalid_payment_method",
                 "payment_method must be a payment-method token starting with 'pm_'",
             )
+        if scenario is Scenario.UNAVAILABLE:
+            raise SandboxError(503, "service_unavailable", "the sandbox processor is down; retry")
         fingerprint = body.fingerprint()
         async with self._store.key_lock(idempotency_key):
             existing = self._store.for_key(idempotency_key)
             if existing is not None:
                 charge, original = existing
                 if not hmac.compare_digest(original, fingerprint):
-                    raise SandboxError(
-                        409,
-                        "idempotency_conflict",
-                        "this Idempotency-Key was already used with a different request body; "
-                        "use a new key for a new charge",
-                    )
+                    raise _idempotency_conflict("charge")
                 logger.info("charge_replayed", charge_id=charge.id, reference=charge.reference)
                 return charge, True
             if scenario is Scenario.FLAKY and (
@@ -117,6 +133,7 @@ class Processor:
             amount=body.amount,
             currency=body.currency,
             capture=body.capture,
+            payment_method=body.payment_method,
             reference=body.reference,
             metadata=dict(body.metadata),
             created=int(self._clock()),
@@ -133,6 +150,8 @@ class Processor:
         ):
             charge.status = ChargeStatus.FAILED
             charge.failure = PROCESSOR_UNAVAILABLE
+        elif scenario in SETTLED_AT_ONCE:
+            self._succeed(charge)
         return charge
 
     def _follow_up(self, charge: Charge, scenario: Scenario) -> None:
@@ -141,25 +160,36 @@ class Processor:
         elif charge.status in {ChargeStatus.DECLINED, ChargeStatus.FAILED}:
             # Sent for immediate failures too, as Stripe does, so the webhook path sees every
             # final state; receivers deduplicate by event id.
-            self._announce(charge, "charge.failed")
+            self._announce(charge.to_json(), "charge.failed")
+        elif charge.status is ChargeStatus.SUCCEEDED:
+            # Settled in the answer; the webhook follows anyway, as for every final state.
+            self._announce(charge.to_json(), "charge.succeeded")
+        elif charge.status is ChargeStatus.AUTHORIZED:
+            self._announce(charge.to_json(), "charge.authorized")
 
-    def _success_status(self, charge: Charge) -> tuple[ChargeStatus, str]:
+    def _succeed(self, charge: Charge) -> str:
+        """Move an approved charge to its success state; return the event that announces it."""
         if charge.capture == "manual":
-            return ChargeStatus.AUTHORIZED, "charge.authorized"
-        return ChargeStatus.SUCCEEDED, "charge.succeeded"
+            charge.status = ChargeStatus.AUTHORIZED
+            return "charge.authorized"
+        charge.status = ChargeStatus.SUCCEEDED
+        charge.amount_captured = charge.amount
+        return "charge.succeeded"
 
     async def _settle(self, charge_id: str) -> None:
         await asyncio.sleep(self._config.webhook_delay)
         charge = self._store.get(charge_id)
         if charge is None or charge.status is not ChargeStatus.PENDING:
             return  # Canceled while pending: the cancellation already told the receiver.
-        charge.status, event_type = self._success_status(charge)
+        event_type = self._succeed(charge)
         logger.info("charge_settled", charge_id=charge.id, status=str(charge.status))
-        await self._dispatcher.deliver(build_event(charge, event_type, int(self._clock())))
+        await self._dispatcher.deliver(
+            build_event(charge.to_json(), event_type, int(self._clock()))
+        )
 
-    def _announce(self, charge: Charge, event_type: str) -> None:
+    def _announce(self, data: dict[str, Any], event_type: str) -> None:
         # The snapshot is taken now, at the transition, so every retry sends the same payload.
-        event = build_event(charge, event_type, int(self._clock()))
+        event = build_event(data, event_type, int(self._clock()))
 
         async def send_later() -> None:
             await asyncio.sleep(self._config.webhook_delay)
@@ -193,12 +223,12 @@ class Processor:
                 details={"charge": charge.to_json()},
             )
         if succeeded:
-            charge.status, event_type = self._success_status(charge)
+            event_type = self._succeed(charge)
         else:
             charge.status, event_type = ChargeStatus.DECLINED, "charge.failed"
             charge.failure = AUTHENTICATION_FAILED
         logger.info("charge_authenticated", charge_id=charge.id, status=str(charge.status))
-        self._announce(charge, event_type)
+        self._announce(charge.to_json(), event_type)
         return charge
 
     def cancel(self, charge_id: str) -> Charge:
@@ -214,5 +244,119 @@ class Processor:
             )
         charge.status = ChargeStatus.CANCELED
         logger.info("charge_canceled", charge_id=charge.id)
-        self._announce(charge, "charge.canceled")
+        self._announce(charge.to_json(), "charge.canceled")
         return charge
+
+    async def capture(
+        self, charge_id: str, body: CaptureBody, idempotency_key: str
+    ) -> tuple[Charge, bool]:
+        """Capture an authorized charge, or replay the capture a key already made (then True)."""
+        fingerprint = body.fingerprint(charge_id)
+        async with self._store.key_lock(idempotency_key):
+            keyed = self._store.capture_for_key(idempotency_key)
+            if keyed is not None:
+                if not hmac.compare_digest(keyed.fingerprint, fingerprint):
+                    raise _idempotency_conflict("capture")
+                return self.get(keyed.object_id), True
+            charge = self.get(charge_id)
+            if charge.status is not ChargeStatus.AUTHORIZED:
+                raise SandboxError(
+                    409,
+                    "charge_not_capturable",
+                    f"the charge is {charge.status}; only an authorized charge can be captured",
+                    details={"charge": charge.to_json()},
+                )
+            if body.currency is not None and body.currency != charge.currency:
+                raise SandboxError(
+                    400,
+                    "currency_mismatch",
+                    f"the charge is in {charge.currency}, not {body.currency}",
+                )
+            amount = charge.amount if body.amount is None else body.amount
+            if amount > charge.amount:
+                raise SandboxError(
+                    400,
+                    "amount_exceeds_authorized",
+                    f"cannot capture {amount}; the charge authorized {charge.amount}",
+                )
+            charge.status = ChargeStatus.SUCCEEDED
+            charge.amount_captured = amount
+            self._store.add_capture(charge.id, idempotency_key, fingerprint)
+        logger.info("charge_captured", charge_id=charge.id, amount_captured=amount)
+        self._announce(charge.to_json(), "charge.succeeded")
+        return charge, False
+
+    async def create_refund(
+        self, body: CreateRefundBody, idempotency_key: str
+    ) -> tuple[Refund, bool]:
+        """Refund part or all of a succeeded charge, or replay a key's refund (then True)."""
+        fingerprint = body.fingerprint()
+        async with self._refunds.key_lock(idempotency_key):
+            existing = self._refunds.for_key(idempotency_key)
+            if existing is not None:
+                refund, original = existing
+                if not hmac.compare_digest(original, fingerprint):
+                    raise _idempotency_conflict("refund")
+                logger.info("refund_replayed", refund_id=refund.id, charge_id=refund.charge)
+                return refund, True
+            charge = self.get(body.charge)
+            self._check_refundable(charge, body)
+            refund = Refund(
+                id=new_id("re"),
+                status=RefundStatus.PENDING,
+                charge=charge.id,
+                amount=body.amount,
+                currency=charge.currency,
+                reason=body.reason,
+                metadata=dict(body.metadata),
+                created=int(self._clock()),
+            )
+            # Recorded before the lock is released, so the next refund counts this one.
+            self._refunds.add(refund, idempotency_key, fingerprint)
+        logger.info(
+            "refund_created", refund_id=refund.id, charge_id=charge.id, amount=refund.amount
+        )
+        fails = scenario_for(charge.payment_method) is Scenario.REFUND_FAILS
+        self._tasks.spawn(self._settle_refund(refund.id, fails), name=f"refund-{refund.id}")
+        return refund, False
+
+    def _check_refundable(self, charge: Charge, body: CreateRefundBody) -> None:
+        if charge.status is not ChargeStatus.SUCCEEDED:
+            raise SandboxError(
+                409,
+                "charge_not_refundable",
+                f"the charge is {charge.status}; only a succeeded charge can be refunded",
+                details={"charge": charge.to_json()},
+            )
+        if body.currency is not None and body.currency != charge.currency:
+            raise SandboxError(
+                400, "currency_mismatch", f"the charge is in {charge.currency}, not {body.currency}"
+            )
+        already = self._refunds.committed(charge.id)
+        if already + body.amount > charge.amount_captured:
+            raise SandboxError(
+                400,
+                "refund_exceeds_charge",
+                f"refunding {body.amount} would exceed the charge: {already} of "
+                f"{charge.amount_captured} is already refunded or being refunded",
+                details={"refundable": charge.amount_captured - already},
+            )
+
+    async def _settle_refund(self, refund_id: str, fails: bool) -> None:
+        await asyncio.sleep(self._config.webhook_delay)
+        refund = self.get_refund(refund_id)
+        if fails:
+            refund.status, refund.failure = RefundStatus.FAILED, REFUND_DECLINED
+            event_type = "refund.failed"
+        else:
+            refund.status, event_type = RefundStatus.SUCCEEDED, "refund.succeeded"
+        logger.info("refund_settled", refund_id=refund.id, status=str(refund.status))
+        await self._dispatcher.deliver(
+            build_event(refund.to_json(), event_type, int(self._clock()))
+        )
+
+    def get_refund(self, refund_id: str) -> Refund:
+        refund = self._refunds.get(refund_id)
+        if refund is None:
+            raise SandboxError(404, "not_found", f"no refund {refund_id!r}")
+        return refund

@@ -22,6 +22,12 @@ class Scenario(StrEnum):
     SLOW = "slow"
     # The first charge of a reference fails as retryable; a new attempt (new key) succeeds.
     RETRYABLE = "retryable"
+    # Settled in the charge answer itself (succeeded, or authorized with manual capture).
+    INSTANT = "instant"
+    # 503 for every request, before any charge exists: the processor is down.
+    UNAVAILABLE = "unavailable"
+    # Like INSTANT, but every refund of the charge ends failed (`refund.failed`).
+    REFUND_FAILS = "refund_fails"
 
 
 _TOKENS: dict[str, Scenario] = {
@@ -32,6 +38,9 @@ _TOKENS: dict[str, Scenario] = {
     "pm_sandbox_flaky": Scenario.FLAKY,
     "pm_sandbox_slow": Scenario.SLOW,
     "pm_sandbox_retryable": Scenario.RETRYABLE,
+    "pm_sandbox_instant": Scenario.INSTANT,
+    "pm_sandbox_unavailable": Scenario.UNAVAILABLE,
+    "pm_sandbox_refund_fails": Scenario.REFUND_FAILS,
 }
 
 

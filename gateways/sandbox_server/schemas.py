@@ -35,3 +35,41 @@ class ThreeDSBody(BaseModel):
 
     client_secret: StrictStr = Field(min_length=1)
     result: Literal["success", "failure"]
+
+
+class CaptureBody(BaseModel):
+    """Capture an authorized charge: all of it, or ``amount`` of it (never more)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    amount: StrictInt | None = Field(default=None, gt=0)
+    # When sent, must be the charge's currency: a cheap guard against capturing the wrong thing.
+    currency: StrictStr | None = Field(default=None, pattern=r"^[A-Za-z]{3}$")
+
+    @field_validator("currency")
+    @classmethod
+    def _upper(cls, value: str | None) -> str | None:
+        return None if value is None else value.upper()
+
+    def fingerprint(self, charge_id: str) -> str:
+        """Identifies the capture's content, to tell a retry from a reused key."""
+        return hashlib.sha256(f"{charge_id}:{self.model_dump_json()}".encode()).hexdigest()
+
+
+class CreateRefundBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    charge: StrictStr = Field(min_length=1, max_length=200)
+    amount: StrictInt = Field(gt=0)
+    currency: StrictStr | None = Field(default=None, pattern=r"^[A-Za-z]{3}$")
+    reason: StrictStr | None = Field(default=None, min_length=1, max_length=200)
+    metadata: dict[StrictStr, StrictStr] = Field(default_factory=dict, max_length=50)
+
+    @field_validator("currency")
+    @classmethod
+    def _upper(cls, value: str | None) -> str | None:
+        return None if value is None else value.upper()
+
+    def fingerprint(self) -> str:
+        """Identifies the request's content, to tell a retry from a reused key."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()

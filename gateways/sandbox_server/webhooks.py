@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import structlog
 
-from gateways.sandbox_server.charges import Charge
 from gateways.signing import sign
 
 logger = structlog.get_logger(__name__)
@@ -23,18 +22,19 @@ MAX_BACKOFF_SECONDS = 5.0
 DELIVERY_TIMEOUT_SECONDS = 10.0
 
 
-def event_id(charge_id: str, event_type: str) -> str:
-    """Stable per (charge, type), so every retry of a delivery carries the same id to dedupe on."""
-    digest = hashlib.sha256(f"{charge_id}/{event_type}".encode()).hexdigest()
+def event_id(object_id: str, event_type: str) -> str:
+    """Stable per (object, type), so every retry of a delivery carries the same id to dedupe on."""
+    digest = hashlib.sha256(f"{object_id}/{event_type}".encode()).hexdigest()
     return f"evt_{digest[:24]}"
 
 
-def build_event(charge: Charge, event_type: str, created: int) -> dict[str, Any]:
+def build_event(data: dict[str, Any], event_type: str, created: int) -> dict[str, Any]:
+    """An event about ``data``, a charge's or a refund's JSON snapshot (it carries an ``id``)."""
     return {
-        "id": event_id(charge.id, event_type),
+        "id": event_id(data["id"], event_type),
         "type": event_type,
         "created": created,
-        "data": charge.to_json(),
+        "data": data,
     }
 
 

@@ -24,18 +24,21 @@ from gateways.base import (
 )
 from gateways.sandbox import SandboxGateway, SandboxWebhookVerifier
 from gateways.sandbox_server import SandboxConfig, create_sandbox_app
-from gateways.signing import sign
+from gateways.signing import sign, verify
 from tests.support.serve import serve
 from tests.support.webhook_recorder import WebhookRecorder
 from workflows.contract import (
     CancelRequest,
     CaptureMethod,
+    CaptureRequest,
     ChargeLookup,
     ChargeRequest,
     ChargeState,
     Failure,
     GatewayEvent,
     GatewayName,
+    RefundRequest,
+    RefundState,
 )
 
 pytestmark = pytest.mark.integration
@@ -102,6 +105,40 @@ def charge_request(payment_method: str = "pm_sandbox_ok", **fields: Any) -> Char
     }
     values.update(fields)
     return ChargeRequest(**values)
+
+
+def capture_request(gateway_reference: str, **fields: Any) -> CaptureRequest:
+    values: dict[str, Any] = {
+        "gateway": GatewayName.SANDBOX,
+        "gateway_reference": gateway_reference,
+        "idempotency_key": f"capture-{gateway_reference}",
+        "amount_minor": 4200,
+        "currency": "EUR",
+    }
+    values.update(fields)
+    return CaptureRequest(**values)
+
+
+def refund_request(gateway_reference: str, **fields: Any) -> RefundRequest:
+    values: dict[str, Any] = {
+        "gateway": GatewayName.SANDBOX,
+        "payment_id": f"pay_{uuid4().hex[:12]}",
+        "gateway_reference": gateway_reference,
+        "idempotency_key": f"refund-{uuid4().hex}",
+        "amount_minor": 1000,
+        "currency": "EUR",
+        "reason": "requested_by_customer",
+    }
+    values.update(fields)
+    return RefundRequest(**values)
+
+
+async def succeeded_charge(stack: Stack, payment_method: str = "pm_sandbox_instant") -> str:
+    """The gateway reference of a charge that succeeded in its answer."""
+    outcome = await stack.gateway.charge(charge_request(payment_method))
+    assert outcome.state is ChargeState.SUCCEEDED
+    assert outcome.gateway_reference is not None
+    return outcome.gateway_reference
 
 
 def free_port() -> int:
@@ -368,3 +405,143 @@ async def test_http_errors_translate_where_born(
             await gateway.charge(charge_request())
     assert type(caught.value) is error
     assert getattr(caught.value, "retry_after", None) == retry_after
+
+
+async def test_instant_charge_succeeds_in_the_answer(stack: Stack) -> None:
+    """pm_sandbox_instant comes back SUCCEEDED from charge() itself."""
+    outcome = await stack.gateway.charge(charge_request("pm_sandbox_instant"))
+    assert outcome.state is ChargeState.SUCCEEDED
+    assert (outcome.amount_minor, outcome.currency) == (4200, "EUR")
+
+
+async def test_unavailable_sandbox_creates_nothing(stack: Stack) -> None:
+    """pm_sandbox_unavailable is a retryable GatewayUnavailable and leaves no charge behind."""
+    request = charge_request("pm_sandbox_unavailable")
+    for _ in range(2):
+        with pytest.raises(GatewayUnavailable, match="503 service_unavailable"):
+            await stack.gateway.charge(request)
+    assert request.idempotency_key not in (await stack.stats())["charges_by_key"]
+
+
+async def test_capture_an_authorized_charge(stack: Stack) -> None:
+    """capture() takes an authorized charge to SUCCEEDED, idempotently, and its webhook maps."""
+    authorized = await stack.gateway.charge(
+        charge_request("pm_sandbox_instant", capture=CaptureMethod.MANUAL)
+    )
+    assert authorized.state is ChargeState.AUTHORIZED
+    assert authorized.gateway_reference is not None
+    request = capture_request(authorized.gateway_reference)
+    captured = await stack.gateway.capture(request)
+    assert captured.state is ChargeState.SUCCEEDED
+    assert captured.gateway_reference == authorized.gateway_reference
+    assert await stack.gateway.capture(request) == captured  # A retried activity, same key.
+    webhook = await stack.recorder.wait_for_event(authorized.gateway_reference, "charge.succeeded")
+    [event] = stack.verifier.verify(webhook.headers, webhook.body)
+    assert event.state is ChargeState.SUCCEEDED
+
+
+async def test_capture_too_late_returns_the_current_state(stack: Stack) -> None:
+    """Capturing a charge that is not authorized is an outcome: its state, or NOT_FOUND."""
+    declined = await stack.gateway.charge(
+        charge_request("pm_sandbox_decline", capture=CaptureMethod.MANUAL)
+    )
+    assert declined.gateway_reference is not None
+    outcome = await stack.gateway.capture(capture_request(declined.gateway_reference))
+    assert outcome.state is ChargeState.DECLINED
+    missing = await stack.gateway.capture(capture_request("ch_missing"))
+    assert missing.state is ChargeState.NOT_FOUND
+
+
+async def test_capture_beyond_the_authorization_is_a_request_error(stack: Stack) -> None:
+    """Capturing more than authorized, or reusing a capture key, is a GatewayRequestError."""
+    authorized = await stack.gateway.charge(
+        charge_request("pm_sandbox_instant", capture=CaptureMethod.MANUAL)
+    )
+    assert authorized.gateway_reference is not None
+    reference = authorized.gateway_reference
+    with pytest.raises(GatewayRequestError, match="amount_exceeds_authorized") as caught:
+        await stack.gateway.capture(capture_request(reference, amount_minor=4201))
+    assert not caught.value.retryable
+    partial = await stack.gateway.capture(capture_request(reference, amount_minor=1000))
+    assert partial.state is ChargeState.SUCCEEDED
+    # Same (default) key, another amount: our bug, never a second capture.
+    with pytest.raises(GatewayRequestError, match="idempotency_conflict"):
+        await stack.gateway.capture(capture_request(reference, amount_minor=2000))
+
+
+async def test_refund_is_pending_then_signed_and_idempotent(stack: Stack) -> None:
+    """refund() answers PENDING with a reference, replays by key; its signed webhook is ignored."""
+    reference = await succeeded_charge(stack)
+    request = refund_request(reference)
+    first = await stack.gateway.refund(request)
+    assert first.state is RefundState.PENDING
+    assert first.refund_reference is not None and first.refund_reference.startswith("re_")
+    assert first.failure is None
+    again = await stack.gateway.refund(request)
+    assert again.refund_reference == first.refund_reference
+    assert (await stack.stats())["refunds_by_charge"][reference] == 1
+
+    webhook = await stack.recorder.wait_for_event(first.refund_reference, "refund.succeeded")
+    verify(webhook.headers["sandbox-signature"], webhook.body, [WEBHOOK_SECRET], 60, time.time())
+    data = webhook.json()["data"]
+    assert (data["charge"], data["amount"], data["reason"]) == (
+        reference,
+        1000,
+        "requested_by_customer",
+    )
+    assert data["metadata"] == {"payment_id": request.payment_id}
+    # No workflow follows refunds yet: the event is acknowledged and yields nothing.
+    assert stack.verifier.verify(webhook.headers, webhook.body) == []
+    settled = await stack.gateway.refund(request)
+    assert settled.state is RefundState.SUCCEEDED
+
+
+async def test_over_refund_is_a_failed_outcome(stack: Stack) -> None:
+    """A refund beyond what is left of the charge is FAILED with the sandbox's reason."""
+    reference = await succeeded_charge(stack)
+    assert (await stack.gateway.refund(refund_request(reference, amount_minor=4000))).state is (
+        RefundState.PENDING
+    )
+    over = await stack.gateway.refund(refund_request(reference, amount_minor=201))
+    assert over.state is RefundState.FAILED
+    assert over.refund_reference is None
+    assert over.failure is not None
+    assert (over.failure.code, over.failure.retryable) == ("refund_exceeds_charge", False)
+
+
+async def test_refund_of_an_unsettled_charge_is_a_failed_outcome(stack: Stack) -> None:
+    """Refunding a charge that has not succeeded is FAILED with charge_not_refundable."""
+    pending = await stack.gateway.charge(charge_request("pm_sandbox_silent"))
+    assert pending.gateway_reference is not None
+    outcome = await stack.gateway.refund(refund_request(pending.gateway_reference))
+    assert outcome.state is RefundState.FAILED
+    assert outcome.failure is not None
+    assert outcome.failure.code == "charge_not_refundable"
+
+
+async def test_scripted_refund_failure_arrives_by_webhook(stack: Stack) -> None:
+    """A refund of a pm_sandbox_refund_fails charge ends FAILED, announced by refund.failed."""
+    reference = await succeeded_charge(stack, "pm_sandbox_refund_fails")
+    request = refund_request(reference)
+    created = await stack.gateway.refund(request)
+    assert created.state is RefundState.PENDING
+    assert created.refund_reference is not None
+    webhook = await stack.recorder.wait_for_event(created.refund_reference, "refund.failed")
+    assert stack.verifier.verify(webhook.headers, webhook.body) == []
+    failed = await stack.gateway.refund(request)  # The replay reports the final state.
+    assert failed.state is RefundState.FAILED
+    assert failed.failure is not None
+    assert (failed.failure.code, failed.failure.retryable) == ("refund_declined", False)
+
+
+async def test_refund_request_errors_are_not_retryable(stack: Stack) -> None:
+    """An unknown charge or a refund key reused for another amount is a GatewayRequestError."""
+    with pytest.raises(GatewayRequestError, match="404 not_found") as caught:
+        await stack.gateway.refund(refund_request("ch_missing"))
+    assert not caught.value.retryable
+    reference = await succeeded_charge(stack)
+    request = refund_request(reference)
+    await stack.gateway.refund(request)
+    reused = refund_request(reference, idempotency_key=request.idempotency_key, amount_minor=5)
+    with pytest.raises(GatewayRequestError, match="idempotency_conflict"):
+        await stack.gateway.refund(reused)

@@ -4,16 +4,19 @@ a test against the real sandbox service over HTTP."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from workflows.contract import (
     CancelRequest,
+    CaptureRequest,
     ChargeLookup,
     ChargeOutcome,
     ChargeRequest,
     ChargeState,
     GatewayName,
+    RefundOutcome,
+    RefundRequest,
+    RefundState,
 )
 
 Step = ChargeOutcome | Exception
@@ -32,11 +35,13 @@ class ScriptedGateway:
     charge_calls: list[ChargeRequest] = field(default_factory=list)
     lookup_calls: list[ChargeLookup] = field(default_factory=list)
     cancel_calls: list[CancelRequest] = field(default_factory=list)
-    on_charge: Callable[[ChargeRequest], None] | None = None
+    gateway_name: GatewayName = GatewayName.SANDBOX
+    capture_calls: list[CaptureRequest] = field(default_factory=list)
+    refund_calls: list[RefundRequest] = field(default_factory=list)
 
     @property
     def name(self) -> GatewayName:
-        return GatewayName.SANDBOX
+        return self.gateway_name
 
     @staticmethod
     def _next(script: list[Step], default: Step) -> ChargeOutcome:
@@ -59,3 +64,15 @@ class ScriptedGateway:
     async def cancel(self, request: CancelRequest) -> ChargeOutcome:
         self.cancel_calls.append(request)
         return self.cancel_outcome
+
+    async def capture(self, request: CaptureRequest) -> ChargeOutcome:
+        self.capture_calls.append(request)
+        return ChargeOutcome(
+            state=ChargeState.SUCCEEDED, gateway_reference=request.gateway_reference
+        )
+
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        self.refund_calls.append(request)
+        return RefundOutcome(
+            state=RefundState.PENDING, refund_reference=f"re_{len(self.refund_calls)}"
+        )

@@ -48,6 +48,31 @@ class Sandbox:
         )
         return response, response.json()
 
+    async def refund(
+        self, key: str | None = None, **fields: Any
+    ) -> tuple[httpx.Response, dict[str, Any]]:
+        response = await self.client.post(
+            "/v1/refunds", json=fields, headers={"Idempotency-Key": key or new_key()}
+        )
+        return response, response.json()
+
+    async def capture(
+        self, charge_id: str, key: str | None = None, **fields: Any
+    ) -> tuple[httpx.Response, dict[str, Any]]:
+        response = await self.client.post(
+            f"/v1/charges/{charge_id}/capture",
+            json=fields,
+            headers={"Idempotency-Key": key or new_key()},
+        )
+        return response, response.json()
+
+    async def succeeded_charge(self, **fields: Any) -> dict[str, Any]:
+        """A charge that has succeeded in its answer, ready to be refunded."""
+        response, charge = await self.charge(**{"payment_method": "pm_sandbox_instant", **fields})
+        assert response.status_code == 200, response.text
+        assert charge["status"] == "succeeded"
+        return charge
+
     async def stats(self) -> dict[str, dict[str, int]]:
         stats: dict[str, dict[str, int]] = (await self.client.get("/v1/stats")).json()
         return stats
@@ -127,6 +152,9 @@ async def test_healthz_needs_no_credentials(sandbox: Sandbox) -> None:
         ("GET", "/v1/charges?idempotency_key=k"),
         ("GET", "/v1/charges/ch_x"),
         ("POST", "/v1/charges/ch_x/cancel"),
+        ("POST", "/v1/charges/ch_x/capture"),
+        ("POST", "/v1/refunds"),
+        ("GET", "/v1/refunds/re_x"),
         ("GET", "/v1/stats"),
     ],
 )
@@ -373,7 +401,9 @@ async def test_same_key_same_body_replays_the_charge(sandbox: Sandbox) -> None:
     stats = await sandbox.stats()
     assert stats == {
         "charges_by_reference": {body["reference"]: 1},
+        "charges_by_key": {key: 1},
         "requests_by_key": {key: 2},
+        "refunds_by_charge": {},
     }
 
 
@@ -481,3 +511,274 @@ async def test_shutdown_cancels_pending_background_work() -> None:
 async def test_unknown_route_answers_json(sandbox: Sandbox) -> None:
     """Unknown paths get the same JSON error shape as every other error."""
     assert_error(await sandbox.client.get("/v2/whatever"), 404, "not_found")
+
+
+async def test_instant_succeeds_in_the_answer_and_announces_it(sandbox: Sandbox) -> None:
+    """pm_sandbox_instant answers succeeded (all of it captured) and still sends the webhook."""
+    charge = await sandbox.succeeded_charge()
+    assert charge["amount_captured"] == charge["amount"] == 1250
+    assert charge["payment_method"] == "pm_sandbox_instant"
+    webhook = await sandbox.recorder.wait_for_event(charge["id"], "charge.succeeded")
+    assert webhook.json()["data"]["status"] == "succeeded"
+
+
+async def test_unavailable_answers_503_and_creates_nothing(sandbox: Sandbox) -> None:
+    """pm_sandbox_unavailable answers 503 to every request and never creates a charge."""
+    key, body = new_key(), charge_body(payment_method="pm_sandbox_unavailable")
+    for _ in range(3):
+        response = await sandbox.client.post(
+            "/v1/charges", json=body, headers={"Idempotency-Key": key}
+        )
+        assert_error(response, 503, "service_unavailable")
+    stats = await sandbox.stats()
+    assert stats["charges_by_key"] == {}
+    assert stats["charges_by_reference"] == {}
+    assert sandbox.background == 0
+
+
+async def test_capture_takes_an_authorized_charge_to_succeeded(sandbox: Sandbox) -> None:
+    """Capturing an authorized charge succeeds, announces charge.succeeded, and replays by key."""
+    _, charge = await sandbox.charge(payment_method="pm_sandbox_instant", capture="manual")
+    assert (charge["status"], charge["amount_captured"]) == ("authorized", 0)
+    await sandbox.recorder.wait_for_event(charge["id"], "charge.authorized")
+
+    key = new_key()
+    first, captured = await sandbox.capture(charge["id"], key)
+    assert first.status_code == 200
+    assert (captured["status"], captured["amount_captured"]) == ("succeeded", 1250)
+    assert "idempotent-replayed" not in first.headers
+    replay, replayed = await sandbox.capture(charge["id"], key)
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replayed == captured
+    webhook = await sandbox.recorder.wait_for_event(charge["id"], "charge.succeeded")
+    assert webhook.json()["data"]["amount_captured"] == 1250
+
+    again, _ = await sandbox.capture(charge["id"])  # A new key: a second capture.
+    error = assert_error(again, 409, "charge_not_capturable")
+    assert error["charge"]["status"] == "succeeded"
+
+
+async def test_partial_capture_captures_only_the_amount(sandbox: Sandbox) -> None:
+    """A capture of part of the authorization captures that amount, and refunds are held to it."""
+    _, charge = await sandbox.charge(payment_method="pm_sandbox_instant", capture="manual")
+    response, captured = await sandbox.capture(charge["id"], amount=1000, currency="eur")
+    assert response.status_code == 200
+    assert (captured["amount"], captured["amount_captured"]) == (1250, 1000)
+    too_much, _ = await sandbox.refund(charge=charge["id"], amount=1001)
+    assert assert_error(too_much, 400, "refund_exceeds_charge")["refundable"] == 1000
+
+
+async def test_capture_refuses_more_than_authorized_or_another_currency(sandbox: Sandbox) -> None:
+    """Capturing above the authorization or in another currency is 400 and captures nothing."""
+    _, charge = await sandbox.charge(payment_method="pm_sandbox_instant", capture="manual")
+    over, _ = await sandbox.capture(charge["id"], amount=1251)
+    assert_error(over, 400, "amount_exceeds_authorized")
+    other, _ = await sandbox.capture(charge["id"], currency="USD")
+    assert_error(other, 400, "currency_mismatch")
+    invalid, _ = await sandbox.capture(charge["id"], amount=0)
+    assert_error(invalid, 400, "invalid_request")
+    latest = (await sandbox.client.get(f"/v1/charges/{charge['id']}")).json()
+    assert (latest["status"], latest["amount_captured"]) == ("authorized", 0)
+
+
+@pytest.mark.parametrize(
+    ("payment_method", "capture", "status"),
+    [
+        ("pm_sandbox_silent", "manual", "pending"),
+        ("pm_sandbox_instant", "automatic", "succeeded"),
+        ("pm_sandbox_decline", "manual", "declined"),
+    ],
+)
+async def test_capture_refuses_a_charge_that_is_not_authorized(
+    sandbox: Sandbox, payment_method: str, capture: str, status: str
+) -> None:
+    """Only an authorized charge captures; otherwise 409 `charge_not_capturable` with its state."""
+    _, charge = await sandbox.charge(payment_method=payment_method, capture=capture)
+    response, _ = await sandbox.capture(charge["id"])
+    assert assert_error(response, 409, "charge_not_capturable")["charge"]["status"] == status
+
+
+async def test_capture_key_reused_for_another_capture_conflicts(sandbox: Sandbox) -> None:
+    """A capture key reused with another amount or charge is 409 `idempotency_conflict`."""
+    _, first = await sandbox.charge(payment_method="pm_sandbox_instant", capture="manual")
+    _, second = await sandbox.charge(payment_method="pm_sandbox_instant", capture="manual")
+    key = new_key()
+    await sandbox.capture(first["id"], key, amount=500)
+    other_amount, _ = await sandbox.capture(first["id"], key, amount=600)
+    assert_error(other_amount, 409, "idempotency_conflict")
+    other_charge, _ = await sandbox.capture(second["id"], key, amount=500)
+    assert_error(other_charge, 409, "idempotency_conflict")
+    latest = (await sandbox.client.get(f"/v1/charges/{second['id']}")).json()
+    assert latest["status"] == "authorized"
+
+
+async def test_capture_needs_a_key_and_a_known_charge(sandbox: Sandbox) -> None:
+    """Capture without Idempotency-Key is 400; an unknown charge is 404; no body means all."""
+    _, charge = await sandbox.charge(payment_method="pm_sandbox_instant", capture="manual")
+    no_key = await sandbox.client.post(f"/v1/charges/{charge['id']}/capture")
+    assert_error(no_key, 400, "missing_idempotency_key")
+    unknown, _ = await sandbox.capture("ch_missing")
+    assert_error(unknown, 404, "not_found")
+    empty = await sandbox.client.post(
+        f"/v1/charges/{charge['id']}/capture", headers={"Idempotency-Key": new_key()}
+    )
+    assert empty.json()["amount_captured"] == 1250
+
+
+async def test_refund_is_pending_then_succeeds_with_a_signed_webhook(sandbox: Sandbox) -> None:
+    """A refund answers pending, then a signed refund.succeeded carries the refund object."""
+    charge = await sandbox.succeeded_charge()
+    response, refund = await sandbox.refund(
+        charge=charge["id"],
+        amount=500,
+        currency="eur",
+        reason="requested_by_customer",
+        metadata={"payment_id": "pay-1"},
+    )
+    assert response.status_code == 200, response.text
+    assert refund["id"].startswith("re_")
+    assert refund["status"] == "pending"
+
+    webhook = await sandbox.recorder.wait_for_event(refund["id"], "refund.succeeded")
+    verify(webhook.headers["sandbox-signature"], webhook.body, [WEBHOOK_SECRET], 60, time.time())
+    event = webhook.json()
+    assert event["id"].startswith("evt_")
+    assert event["data"] == {
+        "id": refund["id"],
+        "object": "refund",
+        "charge": charge["id"],
+        "amount": 500,
+        "currency": "EUR",
+        "status": "succeeded",
+        "reason": "requested_by_customer",
+        "metadata": {"payment_id": "pay-1"},
+        "failure": None,
+        "created": refund["created"],
+    }
+    latest = await sandbox.client.get(f"/v1/refunds/{refund['id']}")
+    assert latest.json() == event["data"]
+    assert (await sandbox.stats())["refunds_by_charge"] == {charge["id"]: 1}
+
+
+async def test_same_refund_key_replays_the_refund(sandbox: Sandbox) -> None:
+    """A retried refund returns the original, marked as a replay, and refunds once."""
+    charge = await sandbox.succeeded_charge()
+    key = new_key()
+    first, refund = await sandbox.refund(key, charge=charge["id"], amount=1250)
+    second, replayed = await sandbox.refund(key, charge=charge["id"], amount=1250)
+    assert second.status_code == 200, second.text
+    assert replayed["id"] == refund["id"]
+    assert "idempotent-replayed" not in first.headers
+    assert second.headers["idempotent-replayed"] == "true"
+    await sandbox.settled()
+    # Even after the charge is fully refunded, the key still answers with its refund.
+    late, settled = await sandbox.refund(key, charge=charge["id"], amount=1250)
+    assert late.status_code == 200
+    assert (settled["id"], settled["status"]) == (refund["id"], "succeeded")
+    assert (await sandbox.stats())["refunds_by_charge"] == {charge["id"]: 1}
+    events = sandbox.recorder.events_for(refund["id"])
+    assert [e["type"] for e in events] == ["refund.succeeded"]
+
+
+async def test_refund_key_reused_for_another_refund_conflicts(sandbox: Sandbox) -> None:
+    """Reusing a refund key with a different body is 409 `idempotency_conflict`."""
+    charge = await sandbox.succeeded_charge()
+    key = new_key()
+    await sandbox.refund(key, charge=charge["id"], amount=100)
+    response, _ = await sandbox.refund(key, charge=charge["id"], amount=200)
+    assert_error(response, 409, "idempotency_conflict")
+    assert (await sandbox.stats())["refunds_by_charge"] == {charge["id"]: 1}
+
+
+async def test_refunds_may_not_exceed_the_charge(sandbox: Sandbox) -> None:
+    """Refunds of a charge add up to at most its amount; the excess is 400 and refunds nothing."""
+    charge = await sandbox.succeeded_charge()
+    assert (await sandbox.refund(charge=charge["id"], amount=1000))[0].status_code == 200
+    over, _ = await sandbox.refund(charge=charge["id"], amount=300)
+    assert assert_error(over, 400, "refund_exceeds_charge")["refundable"] == 250
+    assert (await sandbox.refund(charge=charge["id"], amount=250))[0].status_code == 200
+    nothing_left, _ = await sandbox.refund(charge=charge["id"], amount=1)
+    assert assert_error(nothing_left, 400, "refund_exceeds_charge")["refundable"] == 0
+    assert (await sandbox.stats())["refunds_by_charge"] == {charge["id"]: 2}
+
+
+async def test_concurrent_refunds_cannot_over_refund(sandbox: Sandbox) -> None:
+    """Two racing refunds under different keys cannot together exceed the charge."""
+    charge = await sandbox.succeeded_charge()
+    answers = await asyncio.gather(
+        *(sandbox.refund(charge=charge["id"], amount=1000) for _ in range(2))
+    )
+    assert sorted(response.status_code for response, _ in answers) == [200, 400]
+
+
+async def test_scripted_refund_failure_ends_failed_and_frees_the_amount(sandbox: Sandbox) -> None:
+    """A refund of a pm_sandbox_refund_fails charge ends failed with a signed refund.failed."""
+    charge = await sandbox.succeeded_charge(payment_method="pm_sandbox_refund_fails")
+    _, refund = await sandbox.refund(charge=charge["id"], amount=1250)
+    assert refund["status"] == "pending"
+    webhook = await sandbox.recorder.wait_for_event(refund["id"], "refund.failed")
+    verify(webhook.headers["sandbox-signature"], webhook.body, [WEBHOOK_SECRET], 60, time.time())
+    data = webhook.json()["data"]
+    assert data["status"] == "failed"
+    assert data["failure"] == {
+        "code": "refund_declined",
+        "message": data["failure"]["message"],
+        "retryable": False,
+    }
+    latest = (await sandbox.client.get(f"/v1/refunds/{refund['id']}")).json()
+    assert latest["status"] == "failed"
+    # A failed refund gave nothing back, so the whole amount may be refunded again.
+    retry, _ = await sandbox.refund(charge=charge["id"], amount=1250)
+    assert retry.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("payment_method", "capture", "status"),
+    [
+        ("pm_sandbox_silent", "automatic", "pending"),
+        ("pm_sandbox_decline", "automatic", "declined"),
+        ("pm_sandbox_instant", "manual", "authorized"),
+    ],
+)
+async def test_refund_refuses_a_charge_that_has_not_succeeded(
+    sandbox: Sandbox, payment_method: str, capture: str, status: str
+) -> None:
+    """Only a succeeded charge refunds; otherwise 409 `charge_not_refundable` with its state."""
+    _, charge = await sandbox.charge(payment_method=payment_method, capture=capture)
+    response, _ = await sandbox.refund(charge=charge["id"], amount=100)
+    assert assert_error(response, 409, "charge_not_refundable")["charge"]["status"] == status
+    assert (await sandbox.stats())["refunds_by_charge"] == {}
+
+
+async def test_refund_needs_a_key_a_known_charge_and_its_currency(sandbox: Sandbox) -> None:
+    """Refunds need Idempotency-Key (400), a known charge (404) and the charge's currency (400)."""
+    charge = await sandbox.succeeded_charge()
+    no_key = await sandbox.client.post("/v1/refunds", json={"charge": charge["id"], "amount": 1})
+    assert_error(no_key, 400, "missing_idempotency_key")
+    unknown, _ = await sandbox.refund(charge="ch_missing", amount=1)
+    assert_error(unknown, 404, "not_found")
+    other, _ = await sandbox.refund(charge=charge["id"], amount=1, currency="USD")
+    assert_error(other, 400, "currency_mismatch")
+    assert_error(await sandbox.client.get("/v1/refunds/re_missing"), 404, "not_found")
+    assert (await sandbox.stats())["refunds_by_charge"] == {}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"charge": "ch_x", "amount": 0},
+        {"charge": "ch_x", "amount": "100"},
+        {"charge": "ch_x", "amount": 100, "currency": "EURO"},
+        {"charge": "ch_x", "amount": 100, "reason": ""},
+        {"charge": "ch_x", "amount": 100, "metadata": {"n": 1}},
+        {"charge": "ch_x", "amount": 100, "surprise": "field"},
+        {"amount": 100},
+        [{"charge": "ch_x", "amount": 100}],
+    ],
+)
+async def test_invalid_refund_body_is_rejected(sandbox: Sandbox, body: Any) -> None:
+    """A body that is not a valid refund is 400 `invalid_request`."""
+    response = await sandbox.client.post(
+        "/v1/refunds", json=body, headers={"Idempotency-Key": new_key()}
+    )
+    assert_error(response, 400, "invalid_request")

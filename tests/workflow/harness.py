@@ -122,13 +122,17 @@ class Harness:
 
 @asynccontextmanager
 async def running_payments(
-    env: WorkflowEnvironment, sessions: SessionFactory, gateway: ScriptedGateway
+    env: WorkflowEnvironment,
+    sessions: SessionFactory,
+    gateway: ScriptedGateway,
+    *others: ScriptedGateway,
+    notifier: Notifier | None = None,
 ) -> AsyncIterator[Harness]:
     task_queue = f"payments-{uuid.uuid4().hex[:8]}"
-    notifier = Notifier()
+    notifier = notifier or Notifier()
     ledger = LedgerActivities(sessions)
     risk = RiskActivities(sessions)
-    gateways = GatewayActivities({GatewayName.SANDBOX: gateway})
+    gateways = GatewayActivities({g.name: g for g in (gateway, *others)})
     with ThreadPoolExecutor(max_workers=8) as executor:
         async with Worker(
             env.client,

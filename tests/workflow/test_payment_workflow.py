@@ -8,6 +8,8 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine
+from sqlmodel import select
+from temporalio import activity
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -15,15 +17,25 @@ from temporalio.testing import WorkflowEnvironment
 from gateways.base import GatewayRequestError, GatewayUnavailable
 from ledger import payments as ledger
 from ledger.engine import create_ledger_engine, session_factory, transaction
+from ledger.models import Notification
 from tests.support.scripted_gateway import ScriptedGateway
-from tests.workflow.harness import SETTINGS, event, payment_request, running_payments
+from tests.workflow.harness import (
+    SETTINGS,
+    Notifier,
+    event,
+    payment_request,
+    running_payments,
+)
 from workflows.contract import (
     CancelPayment,
     ChargeOutcome,
     ChargeState,
     Failure,
+    GatewayName,
     InitiateRequest,
     NextAction,
+    NotificationInput,
+    NotificationResult,
     PaymentStatus,
 )
 from workflows.payment import PaymentWorkflow
@@ -401,3 +413,81 @@ async def test_amount_mismatch_is_conflicted_not_succeeded(
 
     assert result.status is PaymentStatus.CONFLICTED
     assert result.failure is not None and result.failure.code == "amount_mismatch"
+
+
+async def test_failover_to_the_next_gateway_only_when_provably_not_charged(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """Primary unreachable and holding no charge: the next routed gateway charges, once."""
+    primary = ScriptedGateway(charges=[GatewayUnavailable("503")])
+    secondary = ScriptedGateway(
+        gateway_name=GatewayName.STRIPE,
+        charges=[ChargeOutcome(state=ChargeState.SUCCEEDED, gateway_reference="pi_1")],
+    )
+    async with running_payments(
+        time_skipping_env, session_factory(engine), primary, secondary
+    ) as h:
+        request = payment_request(route=[GatewayName.SANDBOX, GatewayName.STRIPE])
+        result = await (await h.start(request)).result()
+
+    assert result.status is PaymentStatus.SUCCEEDED
+    assert result.gateway is GatewayName.STRIPE
+    assert len(secondary.charge_calls) == 1
+    assert primary.lookup_calls, "the primary must be asked before switching"
+    with transaction(session_factory(engine)) as session:
+        events = ledger.list_events(session, result.payment_id)
+    charging = [e for e in events if e.status == "charging"]
+    assert [e.detail.get("gateway") for e in charging] == ["sandbox", "stripe"]
+    assert charging[1].reason is not None and charging[1].reason.startswith("failover")
+
+
+async def test_no_failover_when_the_primary_outcome_is_unknown(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """Primary unreachable and unreachable to reconcile too: escalate, never charge elsewhere."""
+    primary = ScriptedGateway(
+        charges=[GatewayUnavailable("timeout")], lookups=[GatewayUnavailable("down")]
+    )
+    secondary = ScriptedGateway(gateway_name=GatewayName.STRIPE)
+    async with running_payments(
+        time_skipping_env, session_factory(engine), primary, secondary
+    ) as h:
+        request = payment_request(route=[GatewayName.SANDBOX, GatewayName.STRIPE])
+        handle = await h.start(request)
+        await time_skipping_env.sleep(120)
+        view = await h.wait_for_status(handle, PaymentStatus.NEEDS_ATTENTION)
+        await handle.terminate("test over")
+
+    assert view.gateway is GatewayName.SANDBOX
+    assert secondary.charge_calls == []
+
+
+async def test_failed_notification_is_recorded_and_changes_nothing(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A merchant endpoint that keeps failing: the payment succeeds; the ledger says failed."""
+
+    class Refusing(Notifier):
+        @activity.defn(name="notify_merchant")
+        async def notify(self, notification: NotificationInput) -> NotificationResult:
+            self.sent.append(notification)
+            raise ApplicationError("merchant endpoint answered 500", type="notification_failed")
+
+    gateway = ScriptedGateway(
+        charges=[ChargeOutcome(state=ChargeState.SUCCEEDED, gateway_reference="ch_1")]
+    )
+    refusing = Refusing()
+    async with running_payments(
+        time_skipping_env, session_factory(engine), gateway, notifier=refusing
+    ) as h:
+        result = await (await h.start()).result()
+
+    assert result.status is PaymentStatus.SUCCEEDED
+    assert len(refusing.sent) == 5
+    with transaction(session_factory(engine)) as session:
+        row = session.exec(
+            select(Notification).where(Notification.payment_id == result.payment_id)
+        ).one()
+    assert row.status == "failed"
+    assert row.event_type == "payment.succeeded"
+    assert "500" in (row.last_error or "")
