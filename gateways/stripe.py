@@ -1,7 +1,8 @@
 """paytide's adapter for Stripe: the `Gateway` protocol over PaymentIntents and Refunds.
 
-Built on the official SDK's `StripeClient` (no module globals) with its async httpx transport and
-the SDK's own retries switched off: retrying is the activity's job, with the same idempotency key.
+Built on the official SDK's `StripeClient` (no module globals), its async methods over an httpx
+transport plugged in through the SDK's custom-client interface, and the SDK's own retries switched
+off: retrying is the activity's job, with the same idempotency key.
 Every POST carries the key paytide derived for the logical operation, so a retried activity can
 never charge, capture, cancel or refund twice.
 
@@ -13,12 +14,14 @@ or a lock timeout is `GatewayUnavailable`; a bad request or bad credentials is
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+import httpx
 import stripe
 from stripe.params import PaymentIntentCreateParams, RefundCreateParams
 
@@ -296,11 +299,67 @@ def _search_literal(value: str) -> str:
 # ---- the gateway ----------------------------------------------------------------------------
 
 
-class StripeGateway:
-    """Stripe over its official SDK. Owns its HTTP client: call `aclose` (or use ``async with``)."""
+class _AsyncHttpxClient(stripe.HTTPClient):
+    """The SDK's transport over an ``httpx.AsyncClient``, through its custom-client interface.
 
-    def __init__(self, api_key: str, api_base: str, *, timeout_seconds: float = 20.0) -> None:
-        self._http = stripe.HTTPXClient(timeout=timeout_seconds)
+    The SDK's own `stripe.HTTPXClient` (16.1) passes the form body as ``data=<str>``, which httpx
+    0.28 deprecates with a warning on every POST; this one sends it as ``content=``. It also lets
+    the caller share one connection pool. Synchronous calls are not supported: paytide is async.
+    """
+
+    name: ClassVar[str] = "paytide-httpx"
+
+    def __init__(self, client: httpx.AsyncClient | None, timeout_seconds: float) -> None:
+        super().__init__()
+        self._owned = client is None
+        self._client = client or httpx.AsyncClient()
+        self._timeout = timeout_seconds
+
+    async def request_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        try:
+            response = await self._client.request(
+                method, url, headers=headers, content=post_data, timeout=self._timeout
+            )
+        except httpx.TransportError as error:
+            # Timeouts included. The SDK turns nothing else into APIConnectionError for us.
+            # The SDK's error constructors are unannotated.
+            raise stripe.APIConnectionError(  # type: ignore[no-untyped-call]
+                f"no answer from Stripe at {url}: {type(error).__name__}", should_retry=True
+            ) from error
+        return response.content, response.status_code, response.headers
+
+    def sleep_async(self, secs: float) -> Awaitable[None]:
+        return asyncio.sleep(secs)
+
+    async def close_async(self) -> None:
+        if self._owned:
+            await self._client.aclose()
+
+    def close(self) -> None:
+        """Nothing synchronous to close; `close_async` releases the connection pool."""
+
+
+class StripeGateway:
+    """Stripe over its official SDK; call `aclose` (or use ``async with``) when done.
+
+    ``http``, when given, is the caller's client (its lifetime too); otherwise the gateway owns one.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        api_base: str,
+        *,
+        timeout_seconds: float = 20.0,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        if not api_base.startswith(("https://", "http://")):
+            raise ValueError(
+                f"Stripe API base {api_base!r} must be an http(s) URL (PAYTIDE_STRIPE_API_BASE)"
+            )
+        self._http = _AsyncHttpxClient(http, timeout_seconds)
         self._client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base.rstrip("/")},
@@ -313,8 +372,7 @@ class StripeGateway:
         return GatewayName.STRIPE
 
     async def aclose(self) -> None:
-        # The SDK leaves this one coroutine unannotated.
-        await self._http.close_async()  # type: ignore[no-untyped-call]
+        await self._http.close_async()
 
     async def __aenter__(self) -> StripeGateway:
         return self

@@ -24,8 +24,12 @@ from workflows.contract import (
 )
 
 
+def _moment(transition: Transition) -> datetime:
+    return datetime.fromisoformat(transition.at) if transition.at else utcnow()
+
+
 def _new_payment_row(transition: Transition, request: PaymentRequest) -> dict[str, Any]:
-    now = utcnow()
+    now = _moment(transition)
     return {
         "id": request.payment_id,
         "merchant_id": request.merchant_id,
@@ -69,14 +73,14 @@ def apply_transition(session: Session, transition: Transition) -> None:
             "status": transition.status.value,
             "reason": transition.reason,
             "detail": _detail(transition),
-            "created_at": utcnow(),
+            "created_at": _moment(transition),
         },
         ["payment_id", "seq"],
     )
     values: dict[str, Any] = {
         "status": transition.status.value,
         "last_seq": transition.seq,
-        "updated_at": utcnow(),
+        "updated_at": _moment(transition),
     }
     if transition.gateway is not None:
         values["gateway"] = transition.gateway.value

@@ -8,6 +8,7 @@ from concurrent.futures import Executor
 import httpx
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.gateway import GatewayActivities
 from activities.ledger import LedgerActivities
@@ -20,6 +21,12 @@ from workflows.contract import GatewayName
 from workflows.payment import PaymentWorkflow
 
 WORKFLOWS = [PaymentWorkflow]
+
+# The SDK logs a failed workflow activation from inside the sandbox; our log formatter
+# (structlog) must then be the real module, not a sandboxed re-import that reads os.environ.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("structlog")
+)
 
 
 def build_worker(
@@ -46,6 +53,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
         workflows=WORKFLOWS,
+        workflow_runner=WORKFLOW_RUNNER,
         activities=[
             ledger.record_transition,
             ledger.record_notification_failure,

@@ -260,6 +260,8 @@ class Transition:
     failure: Failure | None = None
     # Carried by the first transition only, so the ledger row can be created from it.
     request: PaymentRequest | None = None
+    # Workflow time of the change (ISO 8601), so ledger and workflow agree on timestamps.
+    at: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

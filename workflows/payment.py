@@ -525,6 +525,7 @@ class PaymentWorkflow:
                 risk=self._risk,
                 failure=failure,
                 request=request,
+                at=self._updated_at,
             ),
             start_to_close_timeout=timedelta(seconds=10),
             retry_policy=LEDGER_RETRY,
