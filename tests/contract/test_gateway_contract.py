@@ -50,7 +50,7 @@ async def settled(harness: GatewayHarness, outcome: ChargeOutcome) -> ChargeStat
 
 
 async def test_ok_charge_settles_by_webhook(harness: GatewayHarness) -> None:
-    """A charge that settles later is pending (or succeeded) at once, then a signed webhook says succeeded."""
+    """A charge that settles later is pending at once; then a signed webhook says succeeded."""
     outcome = await harness.gateway.charge(charge_request(harness, Scenario.OK))
     assert outcome.state in (ChargeState.PENDING, ChargeState.SUCCEEDED)
     assert outcome.gateway_reference
