@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 from gateways.base import Gateway, GatewayError
 from workflows.contract import (
     CancelRequest,
+    CaptureRequest,
     ChargeLookup,
     ChargeOutcome,
     ChargeRequest,
@@ -49,6 +50,11 @@ class GatewayActivities:
     async def reconcile(self, lookup: ChargeLookup) -> ChargeOutcome:
         gateway = self._gateway(lookup.gateway)
         return await _translated(lambda: gateway.retrieve(lookup))
+
+    @activity.defn(name="capture_charge")
+    async def capture(self, request: CaptureRequest) -> ChargeOutcome:
+        gateway = self._gateway(request.gateway)
+        return await _translated(lambda: gateway.capture(request))
 
     @activity.defn(name="cancel_charge")
     async def cancel(self, request: CancelRequest) -> ChargeOutcome:

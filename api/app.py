@@ -13,7 +13,13 @@ from temporalio.client import Client
 
 from api.errors import ApiError, on_api_error, on_http_exception, on_unexpected
 from api.health import healthz, readyz
-from api.payments import cancel_payment, create_payment, get_payment, list_payments
+from api.payments import (
+    cancel_payment,
+    capture_payment,
+    create_payment,
+    get_payment,
+    list_payments,
+)
 from api.state import ApiState
 from api.webhooks import receive_webhook
 from gateways.registry import build_verifiers
@@ -28,6 +34,7 @@ ROUTES = [
     Route("/payments", list_payments, methods=["GET"]),
     Route("/payments/{payment_id}", get_payment, methods=["GET"]),
     Route("/payments/{payment_id}/cancel", cancel_payment, methods=["POST"]),
+    Route("/payments/{payment_id}/capture", capture_payment, methods=["POST"]),
     Route("/webhooks/{gateway}", receive_webhook, methods=["POST"]),
 ]
 

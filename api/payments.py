@@ -29,7 +29,7 @@ from api import idempotency
 from api.auth import merchant_of, state_of
 from api.body import read_json, validate
 from api.errors import ApiError
-from api.schemas import CancelBody, CreatePayment
+from api.schemas import CancelBody, CaptureBody, CreatePayment
 from api.state import ApiState
 from gateways.registry import usable
 from gateways.router import NoGatewayAvailable, route
@@ -38,9 +38,10 @@ from ledger.engine import transaction
 from ledger.models import Payment
 from paytide.logging import get_logger
 from workflows.contract import (
-    TERMINAL_STATUSES,
+    CLOSED_STATUSES,
     CancelPayment,
     CaptureMethod,
+    CapturePayment,
     GatewayName,
     InitiateRequest,
     InitiateResult,
@@ -166,15 +167,21 @@ async def create_payment(request: Request) -> Response:
     if existing is not None:
         if existing.fingerprint != payment.fingerprint:
             raise _key_reused()
-        if PaymentStatus(existing.status) in TERMINAL_STATUSES:
+        if PaymentStatus(existing.status) in CLOSED_STATUSES:
             return _answer(ledger.to_view(existing), created=False)
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.settings.initiate_wait
     while True:
         try:
-            handle = await _update_with_start(state, payment, merchant, key)
+            # Bounded: with no worker polling, the server would hold this call open.
+            handle = await asyncio.wait_for(
+                _update_with_start(state, payment, merchant, key),
+                timeout=max(0.05, deadline - loop.time()),
+            )
             break
+        except TimeoutError:
+            return await _accepted_after_check(state, payment, merchant, key)
         except WorkflowUpdateFailedError as error:
             raise _from_update_failure(error) from None
         except (WorkflowAlreadyStartedError, RPCError) as error:
@@ -248,8 +255,20 @@ def _from_update_failure(error: WorkflowUpdateFailedError) -> ApiError:
     cause = error.cause
     if isinstance(cause, ApplicationError) and cause.type == "idempotency_key_reused":
         return _key_reused()
-    if isinstance(cause, ApplicationError) and cause.type == "payment_not_cancelable":
-        return ApiError(409, "payment_not_cancelable", cause.message)
+    if isinstance(cause, ApplicationError) and cause.type in (
+        "payment_not_cancelable",
+        "payment_not_capturable",
+    ):
+        return ApiError(409, cause.type, cause.message)
+    if isinstance(cause, ApplicationError) and cause.type == "invalid_capture_amount":
+        return ApiError(
+            422,
+            "validation_failed",
+            cause.message,
+            details=[
+                {"field": "amount", "code": "invalid_capture_amount", "message": cause.message}
+            ],
+        )
     raise error
 
 
@@ -371,20 +390,41 @@ async def list_payments(request: Request) -> Response:
     return JSONResponse(body)
 
 
+async def _optional_body(request: Request, state: ApiState) -> Any:
+    raw = await request.body()
+    return await read_json(request, state.settings.max_body_bytes) if raw else {}
+
+
+async def _operate(
+    state: ApiState, row: Payment, update: Any, argument: Any, not_allowed: str
+) -> PaymentView:
+    """Run an update on a payment's workflow; a closed workflow is answered from the ledger."""
+    if PaymentStatus(row.status) in CLOSED_STATUSES:
+        raise ApiError(409, not_allowed, f"payment is already {row.status}")
+    handle = state.temporal.get_workflow_handle(row.workflow_id)
+    try:
+        view: PaymentView = await handle.execute_update(update, argument)
+    except WorkflowUpdateFailedError as error:
+        raise _from_update_failure(error) from None
+    except RPCError as error:
+        if error.status is not RPCStatusCode.NOT_FOUND:
+            raise
+        # The workflow ended between our ledger read and the update.
+        raise ApiError(409, not_allowed, "payment has already ended") from None
+    return view
+
+
 async def cancel_payment(request: Request) -> Response:
     state = state_of(request)
     row = await _find(state, merchant_of(request), request.path_params["payment_id"])
-    raw = await read_json(request, state.settings.max_body_bytes) if await request.body() else {}
-    body = validate(CancelBody, raw)
-    if PaymentStatus(row.status) in TERMINAL_STATUSES:
-        raise ApiError(409, "payment_not_cancelable", f"payment is already {row.status}")
-    handle = state.temporal.get_workflow_handle(row.workflow_id)
-    try:
-        view: PaymentView = await handle.execute_update(
-            PaymentWorkflow.cancel, CancelPayment(reason=body.reason)
-        )
-    except WorkflowUpdateFailedError as error:
-        raise _from_update_failure(error) from None
+    body = validate(CancelBody, await _optional_body(request, state))
+    view = await _operate(
+        state,
+        row,
+        PaymentWorkflow.cancel,
+        CancelPayment(reason=body.reason),
+        "payment_not_cancelable",
+    )
     if view.status is not PaymentStatus.CANCELED:
         raise ApiError(
             409,
@@ -392,4 +432,19 @@ async def cancel_payment(request: Request) -> Response:
             f"the gateway had already settled this payment: it is {view.status.value}",
             details=public_payment(view),
         )
+    return JSONResponse(public_payment(view))
+
+
+async def capture_payment(request: Request) -> Response:
+    state = state_of(request)
+    row = await _find(state, merchant_of(request), request.path_params["payment_id"])
+    body = validate(CaptureBody, await _optional_body(request, state))
+    view = await _operate(
+        state,
+        row,
+        PaymentWorkflow.capture,
+        CapturePayment(amount_minor=body.amount),
+        "payment_not_capturable",
+    )
+    # A capture the gateway refused is an outcome: the payment says failed, with the reason.
     return JSONResponse(public_payment(view))

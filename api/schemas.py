@@ -85,3 +85,7 @@ class CreatePayment(Strict):
 
 class CancelBody(Strict):
     reason: Annotated[str, Field(min_length=1, max_length=200)] = "requested_by_merchant"
+
+
+class CaptureBody(Strict):
+    amount: Annotated[StrictInt, Field(gt=0, le=MAX_AMOUNT_MINOR)] | None = None

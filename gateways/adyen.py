@@ -34,6 +34,7 @@ from Adyen.services.checkout import AdyenCheckoutApi
 from gateways.base import (
     GatewayError,
     GatewayRateLimited,
+    GatewayRefused,
     GatewayRequestError,
     GatewayUnavailable,
     WebhookRejected,
@@ -83,9 +84,7 @@ _ACTION_RESULT_CODES = frozenset(
 _PENDING_RESULT_CODES = frozenset({"Received", "Pending"})
 
 # Standard-webhook events a later issue maps (captures, refunds, disputes); acknowledged for now.
-_DEFERRED_EVENT_CODES = frozenset(
-    {"CAPTURE", "CAPTURE_FAILED", "REFUND", "REFUND_FAILED", "CHARGEBACK", "CHARGEBACK_REVERSED"}
-)
+_DEFERRED_EVENT_CODES = frozenset({"REFUND", "REFUND_FAILED", "CHARGEBACK", "CHARGEBACK_REVERSED"})
 
 # Our refund reasons, in Adyen's `merchantRefundReason` vocabulary.
 _REFUND_REASONS = {
@@ -230,6 +229,9 @@ def _api_error(operation: str, error: AdyenAPIResponseError) -> GatewayError:
     transient = (_header(error.headers, "transient-error") or "").lower() == "true"
     if status == 429:
         return GatewayRateLimited(detail, retry_after=_retry_after(error.headers))
+    if status == 503:
+        # Service unavailable is answered before the payment is processed.
+        return GatewayRefused(detail, retry_after=_retry_after(error.headers))
     if status >= 500 or status in (0, 408):
         return GatewayUnavailable(detail, retry_after=_retry_after(error.headers))
     if transient or (status in (409, 422) and code in _TRANSIENT_ERROR_CODES):
@@ -453,6 +455,19 @@ class AdyenGateway:
             requests.exceptions.InvalidSchema,
         ) as error:
             raise GatewayRequestError(f"Adyen Checkout URL is unusable: {error}") from error
+        except requests.exceptions.ConnectionError as error:
+            # A reset mid-answer is a ConnectionError too; only a connection that never opened
+            # proves Adyen saw nothing.
+            never_opened = isinstance(error, requests.exceptions.ConnectTimeout) or (
+                "NewConnectionError" in repr(error) or "Connection refused" in str(error)
+            )
+            if never_opened:
+                raise GatewayRefused(
+                    f"Adyen refused the connection on {operation}: {type(error).__name__}"
+                ) from error
+            raise GatewayUnavailable(
+                f"Adyen unreachable on {operation}: {type(error).__name__}"
+            ) from error
         except requests.RequestException as error:
             # Timeouts included: the request may have reached Adyen, and only a retry with the
             # same idempotency key can tell, so this is retryable.
@@ -610,8 +625,8 @@ def _event(item: Mapping[str, Any]) -> GatewayEvent | None:
     payment_id = _str(item.get("merchantReference"))  # we send reference = payment_id
     if event_code == "AUTHORISATION":
         amount, currency = _amount(item.get("amount"))
-        # success=true means authorised. Whether the payment was manual capture is not in the
-        # signed fields, so this says SUCCEEDED; a manual-capture workflow reads it as authorized.
+        # success=true means authorised, which is all Adyen says here; with automatic capture
+        # the workflow reads an authorization as success (capture follows by itself).
         failure = (
             None
             if success
@@ -624,7 +639,7 @@ def _event(item: Mapping[str, Any]) -> GatewayEvent | None:
             provider=GatewayName.ADYEN,
             event_id=event_id,
             event_type=event_code,
-            state=ChargeState.SUCCEEDED if success else ChargeState.DECLINED,
+            state=ChargeState.AUTHORIZED if success else ChargeState.DECLINED,
             gateway_reference=psp,
             amount_minor=amount,
             currency=currency,
@@ -644,6 +659,26 @@ def _event(item: Mapping[str, Any]) -> GatewayEvent | None:
             event_type=event_code,
             state=ChargeState.CANCELED,
             gateway_reference=_str(item.get("originalReference")) or psp,
+            payment_id=payment_id,
+        )
+    if event_code in ("CAPTURE", "CAPTURE_FAILED"):
+        # A capture is a modification: its psp is its own, originalReference the payment's.
+        amount, currency = _amount(item.get("amount"))
+        captured = event_code == "CAPTURE" and success
+        return GatewayEvent(
+            provider=GatewayName.ADYEN,
+            event_id=event_id,
+            event_type=event_code,
+            state=ChargeState.SUCCEEDED if captured else ChargeState.DECLINED,
+            gateway_reference=_str(item.get("originalReference")) or psp,
+            amount_minor=amount,
+            currency=currency,
+            failure=None
+            if captured
+            else Failure(
+                code="capture_failed",
+                message=_str(item.get("reason")) or "Adyen could not capture the payment",
+            ),
             payment_id=payment_id,
         )
     if event_code in _DEFERRED_EVENT_CODES:

@@ -38,8 +38,13 @@ class GatewayUnavailable(GatewayError):
     retryable = True
 
 
-class GatewayRateLimited(GatewayUnavailable):
-    """429: retry, after ``retry_after`` seconds when the gateway said so."""
+class GatewayRefused(GatewayUnavailable):
+    """The request provably was not processed: connection refused, or a 503 answered before
+    processing. Retry the same request; after the last retry, another gateway may be tried."""
+
+
+class GatewayRateLimited(GatewayRefused):
+    """429: not processed; retry after ``retry_after`` seconds when the gateway said so."""
 
 
 class GatewayRequestError(GatewayError):

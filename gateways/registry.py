@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import httpx
 
+from gateways.adyen import AdyenGateway, AdyenWebhookVerifier
 from gateways.base import Gateway, WebhookVerifier
 from gateways.sandbox import SandboxGateway, SandboxWebhookVerifier
+from gateways.stripe import StripeGateway, StripeWebhookVerifier
 from paytide.settings import Settings
 from workflows.contract import GatewayName
 
@@ -41,6 +43,24 @@ def build_gateways(settings: Settings, http: httpx.AsyncClient) -> dict[GatewayN
             api_key=settings.sandbox_api_key.get_secret_value(),
         ),
     }
+    # An SDK call must give up before the activity's own timeout, so the activity can retry.
+    call_timeout = max(1.0, settings.gateway_call_timeout * 0.8)
+    if settings.stripe_api_key is not None:
+        gateways[GatewayName.STRIPE] = StripeGateway(
+            settings.stripe_api_key.get_secret_value(),
+            settings.stripe_api_base,
+            timeout_seconds=call_timeout,
+            http=http,
+        )
+    if settings.adyen_api_key is not None and settings.adyen_merchant_account:
+        gateways[GatewayName.ADYEN] = AdyenGateway(
+            settings.adyen_api_key.get_secret_value(),
+            settings.adyen_merchant_account,
+            environment=settings.adyen_environment,
+            live_url_prefix=settings.adyen_live_url_prefix,
+            checkout_url=settings.adyen_checkout_url or None,
+            timeout_seconds=call_timeout / 2,  # the adapter bounds the whole call at twice this
+        )
     return gateways
 
 
@@ -51,4 +71,14 @@ def build_verifiers(settings: Settings) -> dict[GatewayName, WebhookVerifier]:
             tolerance_seconds=settings.webhook_tolerance,
         ),
     }
+    if settings.stripe_webhook_secret_list:
+        verifiers[GatewayName.STRIPE] = StripeWebhookVerifier(
+            settings.stripe_webhook_secret_list, settings.webhook_tolerance
+        )
+    if settings.adyen_hmac_key_list and settings.adyen_webhook_password is not None:
+        verifiers[GatewayName.ADYEN] = AdyenWebhookVerifier(
+            settings.adyen_hmac_key_list,
+            settings.adyen_webhook_username,
+            settings.adyen_webhook_password.get_secret_value(),
+        )
     return verifiers

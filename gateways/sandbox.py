@@ -20,6 +20,7 @@ import httpx
 from gateways import signing
 from gateways.base import (
     GatewayRateLimited,
+    GatewayRefused,
     GatewayRequestError,
     GatewayUnavailable,
     WebhookRejected,
@@ -283,6 +284,11 @@ class SandboxGateway:
             )
         except httpx.UnsupportedProtocol as error:
             raise GatewayRequestError(f"sandbox base URL is unusable: {error}") from error
+        except httpx.ConnectError as error:
+            # Nothing was sent: the sandbox cannot have processed it.
+            raise GatewayRefused(
+                f"sandbox refused the connection on {method} {path}: {error}"
+            ) from error
         except httpx.TransportError as error:
             # Includes timeouts: the charge may or may not exist, and only a retry with the same
             # idempotency key (or a lookup) can tell, so this is retryable.
@@ -296,6 +302,9 @@ class SandboxGateway:
         detail = f"sandbox answered {status} {code} on {method} {path}: {message}"
         if status == 429:
             raise GatewayRateLimited(detail, retry_after=_retry_after(response))
+        if status == 503:
+            # The sandbox answers 503 only before it records anything.
+            raise GatewayRefused(detail, retry_after=_retry_after(response))
         if status >= 500 or status == 408:
             raise GatewayUnavailable(detail, retry_after=_retry_after(response))
         raise GatewayRequestError(detail)

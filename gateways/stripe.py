@@ -28,6 +28,7 @@ from stripe.params import PaymentIntentCreateParams, RefundCreateParams
 from gateways.base import (
     GatewayError,
     GatewayRateLimited,
+    GatewayRefused,
     GatewayRequestError,
     GatewayUnavailable,
     WebhookRejected,
@@ -235,6 +236,9 @@ def _translate(error: stripe.StripeError, action: str) -> GatewayError:
         return GatewayUnavailable(detail, retry_after=_retry_after(error))
     if isinstance(error, stripe.RateLimitError):
         return GatewayRateLimited(detail, retry_after=_retry_after(error))
+    if status == 503:
+        # Stripe answers 503 before processing; the idempotency layer saved nothing.
+        return GatewayRefused(detail, retry_after=_retry_after(error))
     if isinstance(error, stripe.APIConnectionError):
         # Includes timeouts: the request may or may not have been processed. Retrying with the
         # same idempotency key (or reconciling) is the only way to know.

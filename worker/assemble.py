@@ -61,6 +61,7 @@ def build_worker(
             gateway.charge,
             gateway.reconcile,
             gateway.cancel,
+            gateway.capture,
             notify.notify_merchant,
         ],
         # Ledger and risk activities are synchronous database code; they run on these threads.

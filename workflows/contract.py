@@ -31,6 +31,8 @@ class PaymentStatus(StrEnum):
 TERMINAL_STATUSES = frozenset(
     {PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.BLOCKED, PaymentStatus.CANCELED}
 )
+# Statuses at which the payment workflow has ended: nothing more happens without an operator.
+CLOSED_STATUSES = TERMINAL_STATUSES | {PaymentStatus.CONFLICTED}
 
 
 class GatewayName(StrEnum):
@@ -118,6 +120,8 @@ class WorkflowSettings:
     gateway_call_timeout_seconds: float = 30.0
     # Transport retries of one gateway call before the workflow reconciles with the gateway.
     gateway_max_attempts: int = 6
+    # How long a manual-capture authorization is held before it is voided (cards: ~7 days).
+    authorization_ttl_seconds: float = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,6 +161,9 @@ class ChargeOutcome:
     failure: Failure | None = None
     amount_minor: int | None = None
     currency: str | None = None
+    # For NOT_FOUND: False when the gateway's lookup may lag (search indexes), so "not found"
+    # does not prove that no charge exists.
+    conclusive: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -284,7 +291,7 @@ class PaymentView:
     risk_factors: list[RiskFactor] = field(default_factory=list)
     failure: Failure | None = None
     charge_attempts: int = 0
-    # Seconds since the epoch of the next reconcile deadline while waiting on the gateway.
+    # When the workflow next asks the gateway (ISO 8601), while it waits for a webhook.
     next_deadline: str | None = None
     created_at: str = ""
     updated_at: str = ""
@@ -302,6 +309,13 @@ class InitiateResult:
     payment: PaymentView
     # The request_id of the request that started this payment.
     started_by: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CapturePayment:
+    """Capture an authorized payment; ``amount_minor`` None captures all of it."""
+
+    amount_minor: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

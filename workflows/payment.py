@@ -1,7 +1,9 @@
 """PaymentWorkflow: the whole life of one payment, read top to bottom.
 
 received → risk check → charging → awaiting_webhook | requires_action
-         → succeeded | failed | blocked | canceled   (or needs_attention / conflicted for a human)
+         → succeeded | failed | blocked | canceled            (automatic capture)
+         → authorized → succeeded (captured) | canceled        (manual capture)
+         needs_attention / conflicted when a human must look.
 
 The workflow id is ``payment-{merchant}-{idempotency key}``: Temporal's id uniqueness is what
 makes a retried request join the same payment instead of charging again.
@@ -24,6 +26,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.contract import (
         CancelPayment,
         CancelRequest,
+        CaptureMethod,
+        CapturePayment,
+        CaptureRequest,
         ChargeLookup,
         ChargeOutcome,
         ChargeRequest,
@@ -54,8 +59,23 @@ NOTIFY_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=1),
     maximum_attempts=5,
 )
-# Reconciling after the webhook deadline has passed and we were told to escalate.
+# How often a payment escalated to operators is still reconciled with its gateway.
 ATTENTION_RECONCILE_EVERY = timedelta(hours=1)
+# Errors that prove the gateway did not process the request (see gateways/base.py).
+REFUSED_ERROR_TYPES = frozenset({"GatewayRefused", "GatewayRateLimited"})
+
+WAITING = (ChargeState.PENDING, ChargeState.REQUIRES_ACTION)
+# What may end the charge phase, and what may end a capture.
+CHARGE_FINAL = frozenset(
+    {
+        ChargeState.SUCCEEDED,
+        ChargeState.AUTHORIZED,
+        ChargeState.DECLINED,
+        ChargeState.CANCELED,
+        ChargeState.RETRYABLE_FAILURE,
+    }
+)
+CAPTURE_FINAL = frozenset({ChargeState.SUCCEEDED, ChargeState.DECLINED})
 
 _OUTCOME_STATUS = {
     ChargeState.SUCCEEDED: PaymentStatus.SUCCEEDED,
@@ -95,9 +115,13 @@ class PaymentWorkflow:
         # Set when the payment reached its final status; waiting updates return then.
         self._done = False
         self._cancel: CancelPayment | None = None
+        self._cancel_sent = False
+        self._capture: CapturePayment | None = None
+        # Verified gateway events by gateway reference, in arrival order; a webhook may arrive
+        # before we know our reference, or out of order.
+        self._events: dict[str, list[GatewayEvent]] = {}
         self._seen_events: set[str] = set()
-        # Final gateway events by gateway reference; a webhook may arrive before we know ours.
-        self._final_events: dict[str, GatewayEvent] = {}
+        self._consumed_events: set[str] = set()
         self._next_deadline: str | None = None
         self._created_at = workflow.now().isoformat()
         self._updated_at = self._created_at
@@ -122,6 +146,10 @@ class PaymentWorkflow:
             await self._finish(PaymentStatus.CANCELED, reason=self._cancel.reason)
         else:
             await self._charge_until_settled()
+
+        if self._status is PaymentStatus.AUTHORIZED:
+            await self._notify_merchant()
+            await self._hold_authorization()
 
         await self._notify_merchant()
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -152,7 +180,7 @@ class PaymentWorkflow:
 
     @cancel.validator
     def _validate_cancel(self, request: CancelPayment) -> None:
-        if self._done or self._status is PaymentStatus.AUTHORIZED:
+        if self._done or self._capture is not None:
             raise ApplicationError(
                 f"payment is {self._status.value}; only a payment that is not yet captured "
                 "or final can be canceled",
@@ -160,15 +188,34 @@ class PaymentWorkflow:
                 non_retryable=True,
             )
 
+    @workflow.update
+    async def capture(self, request: CapturePayment) -> PaymentView:
+        self._capture = request
+        await workflow.wait_condition(lambda: self._done)
+        return self._view()
+
+    @capture.validator
+    def _validate_capture(self, request: CapturePayment) -> None:
+        if self._status is not PaymentStatus.AUTHORIZED or self._capture or self._cancel:
+            raise ApplicationError(
+                f"payment is {self._status.value}; only an authorized payment can be captured",
+                type="payment_not_capturable",
+                non_retryable=True,
+            )
+        amount = request.amount_minor
+        if amount is not None and not 0 < amount <= self._request.amount_minor:
+            raise ApplicationError(
+                f"capture amount must be between 1 and {self._request.amount_minor}",
+                type="invalid_capture_amount",
+                non_retryable=True,
+            )
+
     @workflow.signal
     def gateway_event(self, event: GatewayEvent) -> None:
-        if event.event_id in self._seen_events:
+        if event.event_id in self._seen_events or not event.gateway_reference:
             return
         self._seen_events.add(event.event_id)
-        is_final = event.state in _OUTCOME_STATUS or event.state is ChargeState.RETRYABLE_FAILURE
-        if is_final and event.gateway_reference:
-            # First final word wins: a late or re-ordered event never overwrites it.
-            self._final_events.setdefault(event.gateway_reference, event)
+        self._events.setdefault(event.gateway_reference, []).append(event)
 
     @workflow.query
     def status(self) -> PaymentView:
@@ -180,6 +227,8 @@ class PaymentWorkflow:
         settings = self._settings
         while True:
             self._attempt += 1
+            # A new attempt never inherits the previous attempt's charge or its events.
+            self._outcome = None
             reason, self._switch_reason = self._switch_reason, None
             await self._transition(PaymentStatus.CHARGING, gateway=self._gateway, reason=reason)
             outcome = await self._charge_once()
@@ -188,12 +237,9 @@ class PaymentWorkflow:
             if outcome is not None:
                 outcome = await self._follow_until_final(outcome)
             if outcome is None:
-                return  # escalated or finished inside the helpers
+                return  # finished inside the helpers
             if outcome.state is not ChargeState.RETRYABLE_FAILURE:
                 await self._settle(outcome)
-                return
-            if self._cancel is not None:
-                await self._finish(PaymentStatus.CANCELED, reason=self._cancel.reason)
                 return
             if self._attempt >= settings.max_charge_attempts:
                 await self._finish(
@@ -203,7 +249,9 @@ class PaymentWorkflow:
                 )
                 return
             backoff = settings.charge_retry_backoff_seconds * 2 ** (self._attempt - 1)
-            await workflow.sleep(timedelta(seconds=backoff), summary="backoff before next charge")
+            if await self._canceled_within(timedelta(seconds=backoff)):
+                await self._finish(PaymentStatus.CANCELED, reason=self._cancel_reason())
+                return
 
     async def _charge_once(self) -> ChargeOutcome | None:
         """One charge attempt with its own gateway key; None when the payment was finished."""
@@ -237,55 +285,61 @@ class PaymentWorkflow:
 
     async def _after_charge_error(self, error: ActivityError, key: str) -> ChargeOutcome | None:
         cause = error.cause
+        error_type = cause.type if isinstance(cause, ApplicationError) else None
         if error.retry_state is RetryState.NON_RETRYABLE_FAILURE:
             # The gateway refused the request itself (bad credentials, our bug): no charge exists.
-            code = (
-                cause.type
-                if isinstance(cause, ApplicationError) and cause.type
-                else "gateway_error"
-            )
-            await self._finish(
-                PaymentStatus.FAILED,
-                Failure(code=_snake(code), message=str(cause or error), retryable=False),
-            )
-            return None
-        # Transport retries ran out. A request may still have reached the gateway, so ask
-        # before deciding; never start a new attempt on a charge whose fate is unknown.
-        found = await self._reconcile(ChargeLookup(gateway=self._gateway, idempotency_key=key))
-        if found is None:
-            await self._escalate("gateway unreachable: charge outcome unknown after retries")
-            # Keep following the charge by its key: a webhook or a later reconcile decides.
-            return ChargeOutcome(state=ChargeState.PENDING)
-        if found.state is ChargeState.NOT_FOUND:
-            if len(self._route) > self._route.index(self._gateway) + 1:
-                # Provably not charged here, so another gateway cannot make it a double charge.
-                failed = self._gateway
-                self._gateway = self._route[self._route.index(failed) + 1]
-                self._switch_reason = (
-                    f"failover: {failed.value} did not answer and holds no charge for "
-                    f"attempt {self._attempt}; trying {self._gateway.value}"
-                )
-                workflow.logger.warning(self._switch_reason)
-                return found
             await self._finish(
                 PaymentStatus.FAILED,
                 Failure(
-                    code="gateway_unavailable",
-                    message=f"{self._gateway.value} did not answer after retries; "
-                    "nothing was charged",
-                    retryable=True,
+                    code=_snake(error_type or "gateway_error"),
+                    message=str(cause or error),
+                    retryable=False,
                 ),
             )
             return None
-        self._record_outcome(found)
-        return found
+        if error_type in REFUSED_ERROR_TYPES:
+            # The last try with this key was refused before processing: had an earlier try
+            # charged, the gateway would have answered with that charge instead.
+            found: ChargeOutcome | None = ChargeOutcome(state=ChargeState.NOT_FOUND)
+        else:
+            # Transport retries ran out ambiguously (timeouts, 500s). A request may have reached
+            # the gateway, so ask before deciding; never retry elsewhere on an unknown outcome.
+            found = await self._reconcile(ChargeLookup(gateway=self._gateway, idempotency_key=key))
+        if found is None or (found.state is ChargeState.NOT_FOUND and not found.conclusive):
+            await self._escalate("charge outcome unknown after retries: gateway did not say")
+            # Keep following the charge by its key: a webhook or a later reconcile decides.
+            return ChargeOutcome(state=ChargeState.PENDING)
+        if found.state is not ChargeState.NOT_FOUND:
+            self._record_outcome(found)
+            return found
+        position = self._route.index(self._gateway)
+        if position + 1 < len(self._route):
+            # Provably not charged here, so another gateway cannot make it a double charge.
+            failed = self._gateway
+            self._gateway = self._route[position + 1]
+            self._switch_reason = (
+                f"failover: {failed.value} did not process attempt {self._attempt}; "
+                f"trying {self._gateway.value}"
+            )
+            workflow.logger.warning(self._switch_reason)
+            return found
+        await self._finish(
+            PaymentStatus.FAILED,
+            Failure(
+                code="gateway_unavailable",
+                message=f"{self._gateway.value} did not process the charge after retries; "
+                "nothing was charged",
+                retryable=True,
+            ),
+        )
+        return None
 
-    async def _follow_until_final(self, outcome: ChargeOutcome) -> ChargeOutcome | None:
+    async def _follow_until_final(self, outcome: ChargeOutcome) -> ChargeOutcome:
         """Wait on webhooks (and reconcile on deadlines) until the gateway gives a final word."""
         started = workflow.now()
         max_wait = timedelta(seconds=self._settings.max_webhook_wait_seconds)
         wait = timedelta(seconds=self._settings.webhook_timeout_seconds)
-        while outcome.state in (ChargeState.PENDING, ChargeState.REQUIRES_ACTION):
+        while outcome.state in WAITING:
             waiting = (
                 PaymentStatus.REQUIRES_ACTION
                 if outcome.state is ChargeState.REQUIRES_ACTION
@@ -297,39 +351,33 @@ class PaymentWorkflow:
             self._next_deadline = (workflow.now() + wait).isoformat()
             try:
                 await workflow.wait_condition(
-                    lambda: self._final_event() is not None or self._cancel is not None,
+                    lambda: self._next_event(CHARGE_FINAL) is not None or self._cancel_pending(),
                     timeout=wait,
                     timeout_summary="webhook deadline",
                 )
             except TimeoutError:
                 pass
             self._next_deadline = None
-            event = self._final_event()
+            event = self._take_event(CHARGE_FINAL)
             if event is not None:
                 return self._outcome_from_event(event)
-            if self._cancel is not None:
-                return await self._cancel_at_gateway(outcome)
+            if self._cancel_pending():
+                outcome = await self._cancel_at_gateway(outcome)
+                continue
             reconciled = await self._reconcile(self._lookup())
-            if reconciled is not None and reconciled.state not in (
-                ChargeState.PENDING,
-                ChargeState.REQUIRES_ACTION,
-                ChargeState.NOT_FOUND,
-            ):
+            if reconciled is not None and reconciled.state in CHARGE_FINAL:
                 self._record_outcome(reconciled)
                 return reconciled
-            if (
-                workflow.now() - started >= max_wait
-                and self._status is not PaymentStatus.NEEDS_ATTENTION
-            ):
+            if reconciled is not None and reconciled.state in WAITING:
+                outcome = self._record_outcome(reconciled)
+            overdue = workflow.now() - started >= max_wait
+            if overdue and self._status is not PaymentStatus.NEEDS_ATTENTION:
                 await self._escalate("no final answer from the gateway within the maximum wait")
                 wait = ATTENTION_RECONCILE_EVERY
         return outcome
 
     async def _settle(self, outcome: ChargeOutcome) -> None:
-        if outcome.amount_minor is not None and (
-            outcome.amount_minor != self._request.amount_minor
-            or (outcome.currency or "").upper() != self._request.currency
-        ):
+        if self._conflicts(outcome):
             await self._finish(
                 PaymentStatus.CONFLICTED,
                 Failure(
@@ -343,24 +391,129 @@ class PaymentWorkflow:
         if status is None:
             await self._escalate(f"unexpected gateway state {outcome.state.value}")
             return
+        if status is PaymentStatus.AUTHORIZED:
+            # The funds are held; the capture (or the void) comes later in this workflow.
+            self._initiated = True
+            await self._transition(PaymentStatus.AUTHORIZED)
+            return
         await self._finish(status, outcome.failure if status is PaymentStatus.FAILED else None)
 
+    def _conflicts(self, outcome: ChargeOutcome) -> bool:
+        return outcome.amount_minor is not None and (
+            outcome.amount_minor != self._request.amount_minor
+            or (outcome.currency or "").upper() != self._request.currency
+        )
+
+    # ---- Manual capture -------------------------------------------------------------------
+
+    async def _hold_authorization(self) -> None:
+        """Wait for the merchant's capture or cancel; void the authorization when it expires."""
+        ttl = timedelta(seconds=self._settings.authorization_ttl_seconds)
+        self._next_deadline = (workflow.now() + ttl).isoformat()
+        try:
+            await workflow.wait_condition(
+                lambda: self._capture is not None or self._cancel is not None,
+                timeout=ttl,
+                timeout_summary="authorization expiry",
+            )
+        except TimeoutError:
+            pass
+        self._next_deadline = None
+        if self._capture is None:
+            reason = self._cancel.reason if self._cancel else "authorization_expired"
+            assert self._outcome is not None
+            voided = await self._cancel_at_gateway(self._outcome)
+            if voided.state in WAITING:
+                voided = await self._await_event(frozenset({ChargeState.CANCELED}))
+            await self._finish(PaymentStatus.CANCELED, reason=reason)
+            return
+        captured = await self._capture_at_gateway(self._capture)
+        if captured.state in WAITING:
+            captured = await self._await_event(CAPTURE_FINAL)
+        if captured.state is ChargeState.SUCCEEDED:
+            await self._finish(PaymentStatus.SUCCEEDED)
+        else:
+            await self._finish(
+                PaymentStatus.FAILED,
+                captured.failure or Failure(code="capture_failed", message="capture refused"),
+            )
+
+    async def _capture_at_gateway(self, request: CapturePayment) -> ChargeOutcome:
+        assert self._outcome is not None and self._outcome.gateway_reference is not None
+        return await workflow.execute_activity_method(
+            GatewayActivities.capture,
+            CaptureRequest(
+                gateway=self._gateway,
+                gateway_reference=self._outcome.gateway_reference,
+                idempotency_key=f"{self._charge_key(self._attempt)}/capture",
+                amount_minor=request.amount_minor or self._request.amount_minor,
+                currency=self._request.currency,
+            ),
+            start_to_close_timeout=self._gateway_timeout(),
+            retry_policy=self._gateway_retry(),
+            summary="capture at gateway",
+        )
+
+    async def _await_event(self, accept: frozenset[ChargeState]) -> ChargeOutcome:
+        """Wait for the gateway's webhook confirming a modification (capture, void)."""
+        await workflow.wait_condition(
+            lambda: self._next_event(accept) is not None, timeout_summary="gateway confirmation"
+        )
+        event = self._take_event(accept)
+        assert event is not None
+        return ChargeOutcome(
+            state=event.state, gateway_reference=event.gateway_reference, failure=event.failure
+        )
+
+    # ---- Cancel ---------------------------------------------------------------------------
+
+    def _cancel_pending(self) -> bool:
+        return self._cancel is not None and not self._cancel_sent
+
+    def _cancel_reason(self) -> str:
+        return self._cancel.reason if self._cancel else "requested_by_merchant"
+
+    async def _canceled_within(self, duration: timedelta) -> bool:
+        """Sleep for ``duration``; True at once if the payment is canceled meanwhile."""
+        try:
+            await workflow.wait_condition(
+                lambda: self._cancel is not None,
+                timeout=duration,
+                timeout_summary="backoff before next charge",
+            )
+        except TimeoutError:
+            return False
+        return True
+
     async def _cancel_at_gateway(self, outcome: ChargeOutcome) -> ChargeOutcome:
-        if outcome.gateway_reference is None:
-            return ChargeOutcome(state=ChargeState.CANCELED)
+        """Void the charge at the gateway. Without a reference, find the charge by key first."""
+        self._cancel_sent = True
+        reference = outcome.gateway_reference
+        if reference is None:
+            found = await self._reconcile(self._lookup())
+            if found is None or (found.state is ChargeState.NOT_FOUND and not found.conclusive):
+                return outcome  # unknown: keep waiting for the gateway's word
+            if found.state is ChargeState.NOT_FOUND:
+                return ChargeOutcome(state=ChargeState.CANCELED)
+            outcome = self._record_outcome(found)
+            reference = outcome.gateway_reference
+            if reference is None or outcome.state not in (*WAITING, ChargeState.AUTHORIZED):
+                return outcome
         result = await workflow.execute_activity_method(
             GatewayActivities.cancel,
             CancelRequest(
                 gateway=self._gateway,
-                gateway_reference=outcome.gateway_reference,
+                gateway_reference=reference,
                 idempotency_key=f"{self._charge_key(self._attempt)}/cancel",
             ),
             start_to_close_timeout=self._gateway_timeout(),
             retry_policy=self._gateway_retry(),
             summary="cancel at gateway",
         )
-        self._record_outcome(result)
-        return result
+        if result.state in WAITING:
+            # Accepted but not yet done (Adyen confirms by webhook): keep the charge as it was.
+            return outcome
+        return self._record_outcome(result)
 
     async def _reconcile(self, lookup: ChargeLookup) -> ChargeOutcome | None:
         """Ask the gateway for the charge's state; None when the gateway cannot be reached."""
@@ -402,24 +555,40 @@ class PaymentWorkflow:
             idempotency_key=self._charge_key(self._attempt),
         )
 
-    def _final_event(self) -> GatewayEvent | None:
+    def _next_event(self, accept: frozenset[ChargeState]) -> GatewayEvent | None:
+        """The first unconsumed event for the current charge whose state ends this phase."""
         if self._outcome is None or self._outcome.gateway_reference is None:
             return None
-        return self._final_events.get(self._outcome.gateway_reference)
+        for event in self._events.get(self._outcome.gateway_reference, []):
+            if event.event_id not in self._consumed_events and self._read(event) in accept:
+                return event
+        return None
+
+    def _take_event(self, accept: frozenset[ChargeState]) -> GatewayEvent | None:
+        event = self._next_event(accept)
+        if event is not None:
+            self._consumed_events.add(event.event_id)
+        return event
+
+    def _read(self, event: GatewayEvent) -> ChargeState:
+        """An event's state for this payment: an authorization is success with auto-capture."""
+        automatic = self._request.capture is CaptureMethod.AUTOMATIC
+        if automatic and event.state is ChargeState.AUTHORIZED:
+            return ChargeState.SUCCEEDED
+        return event.state
 
     def _outcome_from_event(self, event: GatewayEvent) -> ChargeOutcome:
-        assert self._outcome is not None  # only called once a reference is known
-        outcome = ChargeOutcome(
-            state=event.state,
-            gateway_reference=event.gateway_reference,
-            failure=event.failure,
-            amount_minor=event.amount_minor,
-            currency=event.currency,
+        return self._record_outcome(
+            ChargeOutcome(
+                state=self._read(event),
+                gateway_reference=event.gateway_reference,
+                failure=event.failure,
+                amount_minor=event.amount_minor,
+                currency=event.currency,
+            )
         )
-        self._record_outcome(outcome)
-        return outcome
 
-    def _record_outcome(self, outcome: ChargeOutcome) -> None:
+    def _record_outcome(self, outcome: ChargeOutcome) -> ChargeOutcome:
         previous = self._outcome
         if previous is not None and outcome.gateway_reference is None:
             outcome = ChargeOutcome(
@@ -432,8 +601,9 @@ class PaymentWorkflow:
                 currency=outcome.currency,
             )
         self._outcome = outcome
-        if outcome.state not in (ChargeState.PENDING, ChargeState.REQUIRES_ACTION):
+        if outcome.state not in WAITING:
             self._initiated = True
+        return outcome
 
     def _view(self) -> PaymentView:
         outcome = self._outcome
@@ -485,7 +655,9 @@ class PaymentWorkflow:
 
     async def _escalate(self, reason: str) -> None:
         self._initiated = True
-        workflow.logger.warning("payment needs attention: %s", reason)
+        workflow.logger.warning(
+            "payment needs attention: %s", reason, extra={"payment_id": self._request.payment_id}
+        )
         await self._transition(PaymentStatus.NEEDS_ATTENTION, reason=reason)
 
     async def _transition(

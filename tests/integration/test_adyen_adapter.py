@@ -27,6 +27,7 @@ from gateways.adyen import (
 )
 from gateways.base import (
     GatewayRateLimited,
+    GatewayRefused,
     GatewayRequestError,
     GatewayUnavailable,
     WebhookRejected,
@@ -221,11 +222,11 @@ async def test_transient_idempotency_error_is_retryable(stack: Stack) -> None:
 
 
 async def test_connection_refused_is_unavailable() -> None:
-    """Nothing listening on the port is GatewayUnavailable, not a crash or a request error."""
+    """Nothing listening: GatewayRefused (retryable, and provably not processed)."""
     sock = bound_socket()  # bound, never listening: connections are refused
     try:
         gateway = AdyenGateway(API_KEY, MERCHANT_ACCOUNT, checkout_url=url_of(sock))
-        with pytest.raises(GatewayUnavailable, match="unreachable"):
+        with pytest.raises(GatewayRefused, match="refused the connection"):
             await gateway.charge(charge_request(Token.OK))
     finally:
         sock.close()
@@ -299,12 +300,12 @@ async def test_cancel_is_received_then_confirmed_by_webhook(stack: Stack) -> Non
 
 
 async def test_async_payment_settles_by_a_delivered_webhook(stack: Stack) -> None:
-    """Received is PENDING; Adyen's AUTHORISATION webhook arrives signed and says SUCCEEDED."""
+    """Received is PENDING; Adyen's AUTHORISATION webhook arrives signed and says AUTHORIZED."""
     request = charge_request(Token.ASYNC)
     outcome = await stack.gateway.charge(request)
     assert outcome.state is ChargeState.PENDING
     assert outcome.gateway_reference is not None
-    event = await stack.receiver.wait_for(outcome.gateway_reference, ChargeState.SUCCEEDED)
+    event = await stack.receiver.wait_for(outcome.gateway_reference, ChargeState.AUTHORIZED)
     assert event.payment_id == request.payment_id
     assert (event.amount_minor, event.currency) == (2599, "EUR")
     assert stack.receiver.rejections == []

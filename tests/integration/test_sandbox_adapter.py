@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from gateways.base import (
     GatewayRateLimited,
+    GatewayRefused,
     GatewayRequestError,
     GatewayUnavailable,
     WebhookRejected,
@@ -371,9 +372,9 @@ async def test_bad_credentials_and_key_reuse_are_request_errors(stack: Stack) ->
 
 
 async def test_unreachable_sandbox_is_unavailable(stack: Stack) -> None:
-    """A refused connection is a retryable GatewayUnavailable."""
+    """A refused connection is GatewayRefused: retryable, and provably not processed."""
     nowhere = SandboxGateway(stack.client, f"http://127.0.0.1:{free_port()}", API_KEY)
-    with pytest.raises(GatewayUnavailable, match="ConnectError"):
+    with pytest.raises(GatewayRefused, match="refused the connection"):
         await nowhere.charge(charge_request())
 
 

@@ -100,11 +100,11 @@ def test_documented_example_is_accepted() -> None:
     )
 
 
-def test_valid_authorisation_becomes_a_succeeded_event(verifier: AdyenWebhookVerifier) -> None:
-    """A signed AUTHORISATION success=true is a SUCCEEDED event carrying the payment's ids."""
+def test_valid_authorisation_becomes_an_authorized_event(verifier: AdyenWebhookVerifier) -> None:
+    """A signed AUTHORISATION success=true is an AUTHORIZED event carrying the payment's ids."""
     [event] = verifier.verify(auth(), body(signed(item())))
     assert event.provider is GatewayName.ADYEN
-    assert event.state is ChargeState.SUCCEEDED
+    assert event.state is ChargeState.AUTHORIZED
     assert event.event_type == "AUTHORISATION"
     assert event.gateway_reference == "8816178952380553"
     assert event.payment_id == "pay_0123456789"
@@ -220,8 +220,6 @@ def test_failed_cancellation_is_no_event(verifier: AdyenWebhookVerifier) -> None
 @pytest.mark.parametrize(
     "event_code",
     [
-        "CAPTURE",
-        "CAPTURE_FAILED",
         "REFUND",
         "REFUND_FAILED",
         "CHARGEBACK",
@@ -232,8 +230,23 @@ def test_failed_cancellation_is_no_event(verifier: AdyenWebhookVerifier) -> None
 def test_other_event_codes_are_acknowledged_without_events(
     verifier: AdyenWebhookVerifier, event_code: str
 ) -> None:
-    """Captures, refunds, disputes (mapped later) and unknown codes verify but yield no event."""
+    """Refunds, disputes (mapped later) and unknown codes verify but yield no event."""
     assert verifier.verify(auth(), body(signed(item(event_code)))) == []
+
+
+def test_capture_is_an_event_about_the_original_payment(verifier: AdyenWebhookVerifier) -> None:
+    """CAPTURE success settles the payment named by originalReference; CAPTURE_FAILED declines."""
+    [captured] = verifier.verify(
+        auth(), body(signed(item("CAPTURE", psp="cap_1", original="8816178952380553")))
+    )
+    assert captured.state is ChargeState.SUCCEEDED
+    assert captured.gateway_reference == "8816178952380553"
+    assert captured.amount_minor == 4200
+    [failed] = verifier.verify(
+        auth(), body(signed(item("CAPTURE_FAILED", psp="cap_2", original="8816178952380553")))
+    )
+    assert failed.state is ChargeState.DECLINED
+    assert failed.failure is not None and failed.failure.code == "capture_failed"
 
 
 def test_event_id_is_stable_across_redeliveries(verifier: AdyenWebhookVerifier) -> None:

@@ -145,6 +145,7 @@ async def running_payments(
                 gateways.charge,
                 gateways.reconcile,
                 gateways.cancel,
+                gateways.capture,
                 notifier.notify,
             ],
             activity_executor=executor,
