@@ -14,7 +14,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from gateways.base import GatewayRequestError, GatewayUnavailable
+from gateways.base import GatewayRefused, GatewayRequestError, GatewayUnavailable
 from ledger import payments as ledger
 from ledger.engine import create_ledger_engine, session_factory, transaction
 from ledger.models import Notification
@@ -28,6 +28,8 @@ from tests.workflow.harness import (
 )
 from workflows.contract import (
     CancelPayment,
+    CaptureMethod,
+    CapturePayment,
     ChargeOutcome,
     ChargeState,
     Failure,
@@ -36,6 +38,7 @@ from workflows.contract import (
     NextAction,
     NotificationInput,
     NotificationResult,
+    PaymentRequest,
     PaymentStatus,
 )
 from workflows.payment import PaymentWorkflow
@@ -491,3 +494,170 @@ async def test_failed_notification_is_recorded_and_changes_nothing(
     assert row.status == "failed"
     assert row.event_type == "payment.succeeded"
     assert "500" in (row.last_error or "")
+
+
+def manual(**overrides: object) -> PaymentRequest:
+    return payment_request(capture=CaptureMethod.MANUAL, **overrides)
+
+
+async def test_manual_capture_holds_then_captures(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """capture=manual: authorized first; the capture update captures at the gateway; succeeded."""
+    gateway = ScriptedGateway(
+        charges=[ChargeOutcome(state=ChargeState.AUTHORIZED, gateway_reference="ch_m")]
+    )
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start(manual())
+        await h.wait_for_status(handle, PaymentStatus.AUTHORIZED)
+        view = await handle.execute_update(
+            PaymentWorkflow.capture, CapturePayment(amount_minor=2000)
+        )
+        result = await handle.result()
+
+    assert view.status is PaymentStatus.SUCCEEDED
+    assert result.status is PaymentStatus.SUCCEEDED
+    assert [(c.gateway_reference, c.amount_minor) for c in gateway.capture_calls] == [
+        ("ch_m", 2000)
+    ]
+    assert [n.event_type for n in h.notifier.sent] == ["payment.authorized", "payment.succeeded"]
+    assert ledger_statuses(engine, result.payment_id)[-2:] == ["authorized", "succeeded"]
+
+
+async def test_authorization_is_voided_when_it_expires(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """An authorization nobody captures is voided at the gateway when its time is up."""
+    gateway = ScriptedGateway(
+        charges=[ChargeOutcome(state=ChargeState.AUTHORIZED, gateway_reference="ch_x")]
+    )
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        result = await (await h.start(manual())).result()
+
+    assert result.status is PaymentStatus.CANCELED
+    assert [c.gateway_reference for c in gateway.cancel_calls] == ["ch_x"]
+    assert gateway.capture_calls == []
+
+
+async def test_capture_is_rejected_unless_authorized(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """Capturing a payment that is still waiting for its webhook is rejected by the validator."""
+    gateway = ScriptedGateway(charges=[PENDING])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start(manual())
+        await h.wait_for_status(handle, PaymentStatus.AWAITING_WEBHOOK)
+        with pytest.raises(WorkflowUpdateFailedError) as raised:
+            await handle.execute_update(PaymentWorkflow.capture, CapturePayment())
+        # An authorization event (as Adyen sends) moves it to authorized, not succeeded.
+        await handle.signal(PaymentWorkflow.gateway_event, event("ch_1", ChargeState.AUTHORIZED))
+        await h.wait_for_status(handle, PaymentStatus.AUTHORIZED)
+        await handle.execute_update(PaymentWorkflow.cancel, CancelPayment(reason="changed mind"))
+        result = await handle.result()
+
+    cause = raised.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "payment_not_capturable"
+    assert result.status is PaymentStatus.CANCELED
+
+
+async def test_authorization_event_is_success_with_automatic_capture(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """With automatic capture, an authorization webhook (Adyen's AUTHORISATION) settles it."""
+    gateway = ScriptedGateway(charges=[PENDING])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        await h.wait_for_status(handle, PaymentStatus.AWAITING_WEBHOOK)
+        await handle.signal(PaymentWorkflow.gateway_event, event("ch_1", ChargeState.AUTHORIZED))
+        result = await handle.result()
+
+    assert result.status is PaymentStatus.SUCCEEDED
+
+
+async def test_refused_primary_fails_over_without_reconciling(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A primary that refuses every try (503 before processing) is left for the next gateway."""
+    primary = ScriptedGateway(charges=[GatewayRefused("503 before processing")])
+    secondary = ScriptedGateway(
+        gateway_name=GatewayName.ADYEN,
+        charges=[ChargeOutcome(state=ChargeState.SUCCEEDED, gateway_reference="psp_1")],
+    )
+    async with running_payments(
+        time_skipping_env, session_factory(engine), primary, secondary
+    ) as h:
+        request = payment_request(route=[GatewayName.SANDBOX, GatewayName.ADYEN])
+        result = await (await h.start(request)).result()
+
+    assert result.status is PaymentStatus.SUCCEEDED
+    assert result.gateway is GatewayName.ADYEN
+    assert primary.lookup_calls == []
+    assert len(secondary.charge_calls) == 1
+
+
+async def test_inconclusive_not_found_never_fails_over(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A lookup that may lag (Stripe search) saying 'not found' escalates instead of switching."""
+    primary = ScriptedGateway(
+        charges=[GatewayUnavailable("500")],
+        lookups=[ChargeOutcome(state=ChargeState.NOT_FOUND, conclusive=False)],
+    )
+    secondary = ScriptedGateway(gateway_name=GatewayName.STRIPE)
+    async with running_payments(
+        time_skipping_env, session_factory(engine), primary, secondary
+    ) as h:
+        request = payment_request(route=[GatewayName.SANDBOX, GatewayName.STRIPE])
+        handle = await h.start(request)
+        await time_skipping_env.sleep(120)
+        await h.wait_for_status(handle, PaymentStatus.NEEDS_ATTENTION)
+        await handle.terminate("test over")
+
+    assert secondary.charge_calls == []
+
+
+async def test_a_new_attempt_ignores_the_previous_attempts_events(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """After a retryable failure, attempt 2 waits for its own charge's webhook, not attempt 1's."""
+    first = ChargeOutcome(
+        state=ChargeState.RETRYABLE_FAILURE,
+        gateway_reference="ch_a1",
+        failure=Failure(code="processing_error", message="again", retryable=True),
+    )
+    second = ChargeOutcome(state=ChargeState.PENDING, gateway_reference="ch_a2")
+    gateway = ScriptedGateway(charges=[first, second])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        await handle.signal(
+            PaymentWorkflow.gateway_event, event("ch_a1", ChargeState.DECLINED, event_id="evt_old")
+        )
+        await time_skipping_env.sleep(10)
+        view = await h.wait_for_status(handle, PaymentStatus.AWAITING_WEBHOOK)
+        assert view.gateway_reference == "ch_a2"
+        await handle.signal(PaymentWorkflow.gateway_event, event("ch_a2"))
+        result = await handle.result()
+
+    assert result.status is PaymentStatus.SUCCEEDED
+    assert len(gateway.charge_calls) == 2
+
+
+async def test_cancel_without_a_reference_looks_the_charge_up_first(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """Cancel on a charge known only by its key finds it at the gateway and voids that charge."""
+    gateway = ScriptedGateway(
+        charges=[GatewayUnavailable("timeout")],
+        lookups=[GatewayUnavailable("down"), GatewayUnavailable("down")],
+    )
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        await time_skipping_env.sleep(120)
+        await h.wait_for_status(handle, PaymentStatus.NEEDS_ATTENTION)
+        # The gateway is back and holds the charge the timeouts hid.
+        gateway.lookups = [ChargeOutcome(state=ChargeState.PENDING, gateway_reference="ch_hidden")]
+        await handle.execute_update(PaymentWorkflow.cancel, CancelPayment(reason="operator"))
+        result = await handle.result()
+
+    assert result.status is PaymentStatus.CANCELED
+    assert [c.gateway_reference for c in gateway.cancel_calls] == ["ch_hidden"]
