@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -136,9 +137,16 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
 
 @asynccontextmanager
 async def running_stack(
-    client: Client, database_url: str, *, in_process_worker: bool = True, **extra: Any
+    client: Client,
+    database_url: str,
+    *,
+    in_process_worker: bool = True,
+    api_sock: socket.socket | None = None,
+    **extra: Any,
 ) -> AsyncIterator[Stack]:
-    api_sock, sandbox_sock = bound_socket(), bound_socket()
+    """``api_sock``: a socket bound by the caller, when something must know the API's URL
+    before the stack starts (a gateway test server that posts webhooks to it)."""
+    api_sock, sandbox_sock = api_sock or bound_socket(), bound_socket()
     merchant = WebhookRecorder()
     async with AsyncExitStack() as stack:
         merchant_url = await stack.enter_async_context(serve(merchant.app))

@@ -89,6 +89,8 @@ class StripeServerConfig:
     delivery_backoff: float = 0.1
     flaky_failures: int = 2
     retry_after_seconds: int = 1
+    # A Stripe outage: every API request answers 503 before anything is created.
+    outage: bool = False
 
 
 class StripeApiError(Exception):
@@ -300,6 +302,8 @@ class FakeStripe:
 
     def _before_execution(self, path: str, params: JSON, key: str | None) -> None:
         """Scripted trouble that happens before Stripe runs the endpoint: nothing is saved."""
+        if self.config.outage:
+            raise StripeApiError(503, "api_error", "Stripe is having an outage.")
         if path != "/v1/payment_intents":
             return
         token = params.get("payment_method")
