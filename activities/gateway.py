@@ -9,7 +9,7 @@ from typing import TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from gateways.base import Gateway, GatewayError
+from gateways.base import Gateway, GatewayError, GatewayRefused, GatewayUnavailable
 from workflows.contract import (
     CancelRequest,
     CaptureRequest,
@@ -39,7 +39,23 @@ class GatewayActivities:
     @activity.defn(name="charge_payment")
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
         gateway = self._gateway(request.gateway)
-        outcome = await _translated(lambda: gateway.charge(request))
+        # A refusal proves nothing was processed only if no earlier try of this key was
+        # ambiguous (a timeout may have charged). Earlier tries leave that fact in the heartbeat
+        # details, which Temporal hands to the next try of the same activity.
+        earlier = activity.info().heartbeat_details
+        ambiguous_before = bool(earlier and earlier[0])
+        try:
+            outcome = await gateway.charge(request)
+        except GatewayRefused as error:
+            if ambiguous_before:
+                raise _application_error(
+                    GatewayUnavailable(f"{error} (an earlier try was ambiguous)")
+                ) from error
+            raise _application_error(error) from error
+        except GatewayError as error:
+            if error.retryable:
+                activity.heartbeat(True)
+            raise _application_error(error) from error
         activity.logger.info(
             "gateway answered charge",
             extra={"payment_id": request.payment_id, "charge_state": outcome.state.value},
@@ -66,9 +82,14 @@ async def _translated(call: Callable[[], Awaitable[T]]) -> T:
     try:
         return await call()
     except GatewayError as error:
-        raise ApplicationError(
-            str(error),
-            type=type(error).__name__,
-            non_retryable=not error.retryable,
-            next_retry_delay=timedelta(seconds=error.retry_after) if error.retry_after else None,
-        ) from error
+        raise _application_error(error) from error
+
+
+def _application_error(error: GatewayError) -> ApplicationError:
+    """The one translation of a gateway error into Temporal's retry decision."""
+    return ApplicationError(
+        str(error),
+        type=type(error).__name__,
+        non_retryable=not error.retryable,
+        next_retry_delay=timedelta(seconds=error.retry_after) if error.retry_after else None,
+    )

@@ -12,7 +12,8 @@ from paytide.money import CURRENCY_EXPONENTS, MAX_AMOUNT_MINOR
 from workflows.contract import GatewayName
 
 Identifier = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
-MAX_METADATA_KEYS = 50
+# Stripe allows 50 metadata keys per object and paytide adds its own ids: merchants get 40.
+MAX_METADATA_KEYS = 40
 MAX_METADATA_KEY = 40
 MAX_METADATA_VALUE = 500
 # 13-19 digits, possibly grouped by spaces or dashes: the shape of a card number.

@@ -18,11 +18,15 @@ from workflows.contract import GatewayName
 def available_gateways(settings: Settings) -> dict[GatewayName, str]:
     """Every gateway with a word on its availability (an empty word means available)."""
     status = {GatewayName.SANDBOX: ""}
-    status[GatewayName.STRIPE] = "" if settings.stripe_api_key else "PAYTIDE_STRIPE_API_KEY unset"
+    stripe_key = settings.stripe_api_key.get_secret_value() if settings.stripe_api_key else ""
+    status[GatewayName.STRIPE] = "" if stripe_key else "PAYTIDE_STRIPE_API_KEY unset"
     adyen_missing = [
         name
         for name, value in (
-            ("PAYTIDE_ADYEN_API_KEY", settings.adyen_api_key),
+            (
+                "PAYTIDE_ADYEN_API_KEY",
+                settings.adyen_api_key.get_secret_value() if settings.adyen_api_key else "",
+            ),
             ("PAYTIDE_ADYEN_MERCHANT_ACCOUNT", settings.adyen_merchant_account),
         )
         if not value
@@ -45,14 +49,15 @@ def build_gateways(settings: Settings, http: httpx.AsyncClient) -> dict[GatewayN
     }
     # An SDK call must give up before the activity's own timeout, so the activity can retry.
     call_timeout = max(1.0, settings.gateway_call_timeout * 0.8)
-    if settings.stripe_api_key is not None:
+    available = usable(settings)
+    if GatewayName.STRIPE in available and settings.stripe_api_key is not None:
         gateways[GatewayName.STRIPE] = StripeGateway(
             settings.stripe_api_key.get_secret_value(),
             settings.stripe_api_base,
             timeout_seconds=call_timeout,
             http=http,
         )
-    if settings.adyen_api_key is not None and settings.adyen_merchant_account:
+    if GatewayName.ADYEN in available and settings.adyen_api_key is not None:
         gateways[GatewayName.ADYEN] = AdyenGateway(
             settings.adyen_api_key.get_secret_value(),
             settings.adyen_merchant_account,
@@ -82,3 +87,8 @@ def build_verifiers(settings: Settings) -> dict[GatewayName, WebhookVerifier]:
             settings.adyen_webhook_password.get_secret_value(),
         )
     return verifiers
+
+
+def routed(settings: Settings) -> set[GatewayName]:
+    """Every gateway some routing rule can send a payment to."""
+    return {GatewayName(name) for rule in settings.routing for name in rule.gateways}

@@ -451,7 +451,8 @@ class StripeGateway:
             raise _translate(error, "search PaymentIntents by idempotency key") from error
         intents = [_dict(item) for item in _as_dict(found).get("data") or []]
         if not intents:
-            return ChargeOutcome(state=ChargeState.NOT_FOUND)
+            # Search lags: "not found yet" is no proof, and the workflow must not act on it.
+            return ChargeOutcome(state=ChargeState.NOT_FOUND, conclusive=False)
         if len(intents) > 1:
             # One key creates one PaymentIntent; several means someone reused our metadata.
             log.warning(

@@ -27,6 +27,10 @@ class Payment(SQLModel, table=True):
         # The seed's two secondary indexes: a customer's history and the status dashboards.
         Index("ix_payments_customer_created", "customer_id", "created_at"),
         Index("ix_payments_status_created", "status", "created_at"),
+        # Fraud scoring (ledger/risk.py): a customer's succeeded history and recent declines,
+        # and a payment method's last minutes (card testing).
+        Index("ix_payments_customer_status_created", "customer_id", "status", "created_at"),
+        Index("ix_payments_method_created", "payment_method", "created_at"),
     )
 
     id: str = Field(primary_key=True, max_length=40)
@@ -110,3 +114,20 @@ class Notification(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=1000)
     created_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()
+
+
+class RiskAssessmentRecord(SQLModel, table=True):
+    """The fraud score of one payment and the factors behind it, as the workflow received it."""
+
+    __tablename__ = "risk_assessments"
+    __table_args__ = (UniqueConstraint("payment_id", name="uq_risk_assessments_payment"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    payment_id: str = Field(max_length=40, foreign_key="payments.id")
+    score: int
+    # [{"name": ..., "weight": ..., "evidence": {...}}]: the evidence lives inside each factor.
+    factors: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    model_version: str = Field(max_length=32)
+    assessed_at: datetime = _timestamp()

@@ -51,7 +51,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
         stopping = True
         raise KeyboardInterrupt
 
+    # Both, explicitly: a shell starting us in the background leaves SIGINT ignored.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         stack.start()
         print_urls(settings, _say)

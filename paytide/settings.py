@@ -79,6 +79,40 @@ class Settings(BaseSettings):
     max_charge_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     charge_retry_backoff: PositiveSeconds = 2.0
     risk_block_score: Annotated[int, Field(ge=0, le=100)] = 80
+    # Fraud review and operator alerts (docs/fraud.md). A score at or above risk_review_score
+    # (and below risk_block_score) waits up to review_timeout seconds for an operator.
+    risk_review_score: Annotated[int, Field(ge=0, le=100)] = 70
+    review_timeout: PositiveSeconds = 24 * 3600.0
+    ops_alert_url: str = ""
+    ops_alert_secret: SecretStr | None = None
+    # Fraud rules (rules-1): each rule's weight, window and threshold; docs/fraud.md explains them.
+    # Amounts in whole major units, converted per currency (2 -> 200 EUR cents, 2 JPY).
+    risk_large_amount_major: Annotated[int, Field(ge=0)] = 10_000
+    risk_large_amount_weight: Annotated[int, Field(ge=0, le=100)] = 20
+    risk_daily_window_seconds: PositiveSeconds = 24 * 3600.0
+    risk_daily_max_payments: Annotated[int, Field(ge=0)] = 5
+    risk_daily_weight: Annotated[int, Field(ge=0, le=100)] = 30
+    risk_velocity_window_seconds: PositiveSeconds = 300.0
+    risk_velocity_max_payments: Annotated[int, Field(ge=0)] = 5
+    risk_velocity_weight: Annotated[int, Field(ge=0, le=100)] = 30
+    risk_unusual_amount_factor: Annotated[int, Field(ge=1)] = 3
+    risk_unusual_amount_weight: Annotated[int, Field(ge=0, le=100)] = 25
+    risk_unknown_device_weight: Annotated[int, Field(ge=0, le=100)] = 15
+    risk_location_travel_window_seconds: PositiveSeconds = 3600.0
+    risk_location_weight: Annotated[int, Field(ge=0, le=100)] = 20
+    risk_card_testing_window_seconds: PositiveSeconds = 600.0
+    risk_card_testing_min_attempts: Annotated[int, Field(ge=1)] = 3
+    risk_card_testing_small_amount_major: Annotated[int, Field(ge=0)] = 2
+    # Comma-separated failure codes that count as declines (Stripe's decline codes, Adyen's
+    # refusals as paytide names them, the sandbox's). A trailing * matches a prefix.
+    risk_card_testing_decline_codes: str = (
+        "card_declined,generic_decline,insufficient_funds,do_not_honor,incorrect_cvc,"
+        "invalid_cvc,incorrect_number,invalid_number,expired_card,lost_card,stolen_card,"
+        "pickup_card,fraudulent,refused*"
+    )
+    risk_card_testing_weight: Annotated[int, Field(ge=0, le=100)] = 40
+    # Unusual amount, unknown device and new country look at this many latest successes.
+    risk_history_max_payments: Annotated[int, Field(ge=1)] = 1000
     gateway_call_timeout: PositiveSeconds = 30.0
     # Transport retries of one gateway call (same key) before the workflow reconciles.
     gateway_max_attempts: Annotated[int, Field(ge=1, le=20)] = 6
@@ -139,6 +173,28 @@ class Settings(BaseSettings):
         if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("expected one of DEBUG, INFO, WARNING, ERROR")
         return upper
+
+    @model_validator(mode="after")
+    def _gateways_complete(self) -> Settings:
+        # Caught here, so a half-configured gateway stops start-up with a readable message
+        # instead of failing when the first payment is routed to it.
+        if not self.stripe_api_base.startswith(("https://", "http://")):
+            raise ValueError("PAYTIDE_STRIPE_API_BASE must be an http(s) URL")
+        for key in self.adyen_hmac_key_list:
+            try:
+                bytes.fromhex(key)
+            except ValueError:
+                raise ValueError("PAYTIDE_ADYEN_HMAC_KEYS must be hexadecimal keys") from None
+        if self.adyen_hmac_key_list and not (
+            self.adyen_webhook_username and self.adyen_webhook_password
+        ):
+            raise ValueError(
+                "PAYTIDE_ADYEN_HMAC_KEYS is set: also set PAYTIDE_ADYEN_WEBHOOK_USERNAME and "
+                "PAYTIDE_ADYEN_WEBHOOK_PASSWORD (Adyen's Basic auth for webhooks)"
+            )
+        if self.adyen_environment == "live" and not self.adyen_live_url_prefix:
+            raise ValueError("PAYTIDE_ADYEN_ENVIRONMENT=live needs PAYTIDE_ADYEN_LIVE_URL_PREFIX")
+        return self
 
     @model_validator(mode="after")
     def _callback_needs_secret(self) -> Settings:

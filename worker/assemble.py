@@ -40,7 +40,7 @@ def build_worker(
     task_queue: str | None = None,
 ) -> Worker:
     ledger = LedgerActivities(sessions)
-    risk = RiskActivities(sessions)
+    risk = RiskActivities.from_settings(sessions, settings)
     gateway = GatewayActivities(gateways)
     secret = settings.merchant_callback_secret
     notify = NotificationActivities(

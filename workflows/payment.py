@@ -76,6 +76,7 @@ CHARGE_FINAL = frozenset(
     }
 )
 CAPTURE_FINAL = frozenset({ChargeState.SUCCEEDED, ChargeState.DECLINED})
+VOID_FINAL = frozenset({ChargeState.CANCELED, ChargeState.DECLINED})
 
 _OUTCOME_STATUS = {
     ChargeState.SUCCEEDED: PaymentStatus.SUCCEEDED,
@@ -122,6 +123,8 @@ class PaymentWorkflow:
         self._events: dict[str, list[GatewayEvent]] = {}
         self._seen_events: set[str] = set()
         self._consumed_events: set[str] = set()
+        # References of earlier attempts' charges: their events never settle a later attempt.
+        self._old_references: set[str] = set()
         self._next_deadline: str | None = None
         self._created_at = workflow.now().isoformat()
         self._updated_at = self._created_at
@@ -228,6 +231,8 @@ class PaymentWorkflow:
         while True:
             self._attempt += 1
             # A new attempt never inherits the previous attempt's charge or its events.
+            if self._outcome is not None and self._outcome.gateway_reference:
+                self._old_references.add(self._outcome.gateway_reference)
             self._outcome = None
             reason, self._switch_reason = self._switch_reason, None
             await self._transition(PaymentStatus.CHARGING, gateway=self._gateway, reason=reason)
@@ -236,6 +241,11 @@ class PaymentWorkflow:
                 continue  # failed over: the next gateway gets a new attempt at once
             if outcome is not None:
                 outcome = await self._follow_until_final(outcome)
+            if outcome is not None and outcome.state is ChargeState.NOT_FOUND:
+                # Followed by key until the gateway proved there was never a charge.
+                if await self._not_charged() is not None:
+                    continue
+                return
             if outcome is None:
                 return  # finished inside the helpers
             if outcome.state is not ChargeState.RETRYABLE_FAILURE:
@@ -312,6 +322,11 @@ class PaymentWorkflow:
         if found.state is not ChargeState.NOT_FOUND:
             self._record_outcome(found)
             return found
+        return await self._not_charged()
+
+    async def _not_charged(self) -> ChargeOutcome | None:
+        """This attempt provably charged nothing: fail over to the next routed gateway (then
+        NOT_FOUND is returned, and a new attempt follows), or fail the payment (None)."""
         position = self._route.index(self._gateway)
         if position + 1 < len(self._route):
             # Provably not charged here, so another gateway cannot make it a double charge.
@@ -322,7 +337,7 @@ class PaymentWorkflow:
                 f"trying {self._gateway.value}"
             )
             workflow.logger.warning(self._switch_reason)
-            return found
+            return ChargeOutcome(state=ChargeState.NOT_FOUND)
         await self._finish(
             PaymentStatus.FAILED,
             Failure(
@@ -361,18 +376,27 @@ class PaymentWorkflow:
             event = self._take_event(CHARGE_FINAL)
             if event is not None:
                 return self._outcome_from_event(event)
-            if self._cancel_pending():
+            if self._cancel is not None:
+                # Sent again at every deadline until the gateway answers: same key, idempotent.
                 outcome = await self._cancel_at_gateway(outcome)
-                continue
-            reconciled = await self._reconcile(self._lookup())
-            if reconciled is not None and reconciled.state in CHARGE_FINAL:
-                self._record_outcome(reconciled)
-                return reconciled
-            if reconciled is not None and reconciled.state in WAITING:
-                outcome = self._record_outcome(reconciled)
-            overdue = workflow.now() - started >= max_wait
-            if overdue and self._status is not PaymentStatus.NEEDS_ATTENTION:
-                await self._escalate("no final answer from the gateway within the maximum wait")
+                if outcome.state not in WAITING:
+                    return outcome
+            else:
+                reconciled = await self._reconcile(self._lookup())
+                if reconciled is not None and reconciled.state in CHARGE_FINAL:
+                    return self._record_outcome(reconciled)
+                if reconciled is not None and reconciled.state in WAITING:
+                    outcome = self._record_outcome(reconciled)
+                if (
+                    reconciled is not None
+                    and reconciled.state is ChargeState.NOT_FOUND
+                    and reconciled.conclusive
+                    and outcome.gateway_reference is None
+                ):
+                    return reconciled  # the charge provably never happened
+            if workflow.now() - started >= max_wait:
+                if self._status is not PaymentStatus.NEEDS_ATTENTION:
+                    await self._escalate("no final answer from the gateway within the maximum wait")
                 wait = ATTENTION_RECONCILE_EVERY
         return outcome
 
@@ -423,12 +447,20 @@ class PaymentWorkflow:
             reason = self._cancel.reason if self._cancel else "authorization_expired"
             assert self._outcome is not None
             voided = await self._cancel_at_gateway(self._outcome)
-            if voided.state in WAITING:
-                voided = await self._await_event(frozenset({ChargeState.CANCELED}))
-            await self._finish(PaymentStatus.CANCELED, reason=reason)
+            if voided.state in (*WAITING, ChargeState.AUTHORIZED):
+                voided = await self._await_event(VOID_FINAL)
+            if voided.state is ChargeState.CANCELED:
+                await self._finish(PaymentStatus.CANCELED, reason=reason)
+            else:
+                # The gateway would not void it: the authorization stands until someone looks.
+                await self._escalate(f"void refused by the gateway ({voided.state.value})")
+                await self._finish(
+                    PaymentStatus.FAILED,
+                    voided.failure or Failure(code="void_failed", message="void refused"),
+                )
             return
         captured = await self._capture_at_gateway(self._capture)
-        if captured.state in WAITING:
+        if captured.state in (*WAITING, ChargeState.AUTHORIZED):
             captured = await self._await_event(CAPTURE_FINAL)
         if captured.state is ChargeState.SUCCEEDED:
             await self._finish(PaymentStatus.SUCCEEDED)
@@ -455,10 +487,17 @@ class PaymentWorkflow:
         )
 
     async def _await_event(self, accept: frozenset[ChargeState]) -> ChargeOutcome:
-        """Wait for the gateway's webhook confirming a modification (capture, void)."""
-        await workflow.wait_condition(
-            lambda: self._next_event(accept) is not None, timeout_summary="gateway confirmation"
-        )
+        """Wait for the gateway's webhook confirming a modification (capture, void); escalate
+        to operators if it does not come by the webhook deadline, and keep waiting."""
+        try:
+            await workflow.wait_condition(
+                lambda: self._next_event(accept) is not None,
+                timeout=timedelta(seconds=self._settings.max_webhook_wait_seconds),
+                timeout_summary="gateway confirmation deadline",
+            )
+        except TimeoutError:
+            await self._escalate("the gateway never confirmed the capture or void")
+            await workflow.wait_condition(lambda: self._next_event(accept) is not None)
         event = self._take_event(accept)
         assert event is not None
         return ChargeOutcome(
@@ -486,7 +525,10 @@ class PaymentWorkflow:
         return True
 
     async def _cancel_at_gateway(self, outcome: ChargeOutcome) -> ChargeOutcome:
-        """Void the charge at the gateway. Without a reference, find the charge by key first."""
+        """Void the charge at the gateway. Without a reference, find the charge by key first.
+
+        Called once when the cancel arrives, then again at every deadline while the gateway has
+        not said; ``_cancel_sent`` only stops the wait from waking again for the same request."""
         self._cancel_sent = True
         reference = outcome.gateway_reference
         if reference is None:
@@ -557,9 +599,20 @@ class PaymentWorkflow:
 
     def _next_event(self, accept: frozenset[ChargeState]) -> GatewayEvent | None:
         """The first unconsumed event for the current charge whose state ends this phase."""
-        if self._outcome is None or self._outcome.gateway_reference is None:
-            return None
-        for event in self._events.get(self._outcome.gateway_reference, []):
+        reference = self._outcome.gateway_reference if self._outcome else None
+        if reference is not None:
+            candidates = self._events.get(reference, [])
+        else:
+            # The charge's reference never reached us (every try ended ambiguously): the
+            # gateway's own event names it, through our payment id and the current gateway.
+            candidates = [
+                event
+                for ref, events in self._events.items()
+                if ref not in self._old_references
+                for event in events
+                if event.payment_id == self._request.payment_id and event.provider is self._gateway
+            ]
+        for event in candidates:
             if event.event_id not in self._consumed_events and self._read(event) in accept:
                 return event
         return None

@@ -1,0 +1,1 @@
+"""Benchmarks for paytide: run with ``python -m bench``; they print figures, they assert nothing."""
