@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 from gateways.signing import sign
 from ledger import payments
 from ledger.engine import SessionFactory, transaction
-from workflows.contract import NotificationInput, NotificationResult
+from workflows.contract import NotificationInput, NotificationResult, OperatorAlert
 from workflows.public import public_payment
 
 SIGNATURE_HEADER = "Paytide-Signature"
@@ -34,11 +34,45 @@ class NotificationActivities:
         *,
         callback_url: str | None,
         signing_secret: str | None,
+        ops_url: str | None = None,
+        ops_secret: str | None = None,
     ) -> None:
         self._client = client
         self._sessions = sessions
         self._url = callback_url
         self._secret = signing_secret
+        self._ops_url = ops_url
+        self._ops_secret = ops_secret
+
+    @activity.defn(name="alert_operators")
+    async def alert_operators(self, alert: OperatorAlert) -> NotificationResult:
+        """Tell the operators' channel about a payment that needs a human, with its factors."""
+        if not self._ops_url or not self._ops_secret:
+            return NotificationResult(delivered=False, skipped_reason="no_ops_alert_url")
+        body = json.dumps(
+            {
+                "id": event_id(alert.payment.payment_id, f"ops.{alert.kind}"),
+                "type": alert.kind,
+                "created": int(time.time()),
+                "data": public_payment(alert.payment),
+            },
+            separators=(",", ":"),
+        ).encode()
+        headers = {
+            SIGNATURE_HEADER: sign(self._ops_secret, body, int(time.time())),
+            "Content-Type": "application/json",
+        }
+        try:
+            response = await self._client.post(self._ops_url, content=body, headers=headers)
+        except httpx.HTTPError as error:
+            raise ApplicationError(
+                f"ops alert endpoint unreachable: {type(error).__name__}", type="alert_failed"
+            ) from error
+        if not response.is_success:
+            raise ApplicationError(
+                f"ops alert endpoint answered {response.status_code}", type="alert_failed"
+            )
+        return NotificationResult(delivered=True, status_code=response.status_code)
 
     @activity.defn(name="notify_merchant")
     async def notify_merchant(self, notification: NotificationInput) -> NotificationResult:

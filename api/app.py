@@ -20,6 +20,7 @@ from api.payments import (
     get_payment,
     list_payments,
 )
+from api.reviews import list_reviews, review_payment
 from api.state import ApiState
 from api.webhooks import receive_webhook
 from gateways.registry import build_verifiers
@@ -35,6 +36,8 @@ ROUTES = [
     Route("/payments/{payment_id}", get_payment, methods=["GET"]),
     Route("/payments/{payment_id}/cancel", cancel_payment, methods=["POST"]),
     Route("/payments/{payment_id}/capture", capture_payment, methods=["POST"]),
+    Route("/payments/{payment_id}/review", review_payment, methods=["POST"]),
+    Route("/reviews", list_reviews, methods=["GET"]),
     Route("/webhooks/{gateway}", receive_webhook, methods=["POST"]),
 ]
 

@@ -120,6 +120,8 @@ def _workflow_settings(state: ApiState) -> WorkflowSettings:
         max_charge_attempts=s.max_charge_attempts,
         charge_retry_backoff_seconds=s.charge_retry_backoff,
         risk_block_score=s.risk_block_score,
+        risk_review_score=s.risk_review_score,
+        review_timeout_seconds=s.review_timeout,
         gateway_call_timeout_seconds=s.gateway_call_timeout,
         gateway_max_attempts=s.gateway_max_attempts,
     )
@@ -258,6 +260,8 @@ def _from_update_failure(error: WorkflowUpdateFailedError) -> ApiError:
     if isinstance(cause, ApplicationError) and cause.type in (
         "payment_not_cancelable",
         "payment_not_capturable",
+        "payment_not_in_review",
+        "review_conflict",
     ):
         return ApiError(409, cause.type, cause.message)
     if isinstance(cause, ApplicationError) and cause.type == "invalid_capture_amount":
@@ -301,7 +305,7 @@ def _accepted(payment: PaymentRequest) -> JSONResponse:
     )
 
 
-async def _find(state: ApiState, merchant: str, payment_id: str) -> Payment:
+async def find_payment(state: ApiState, merchant: str, payment_id: str) -> Payment:
     def read() -> Payment | None:
         with transaction(state.sessions) as session:
             return ledger.get_payment(session, merchant, payment_id)
@@ -314,7 +318,7 @@ async def _find(state: ApiState, merchant: str, payment_id: str) -> Payment:
 
 async def get_payment(request: Request) -> Response:
     state = state_of(request)
-    row = await _find(state, merchant_of(request), request.path_params["payment_id"])
+    row = await find_payment(state, merchant_of(request), request.path_params["payment_id"])
     view = ledger.to_view(row)
     if view.status is PaymentStatus.REQUIRES_ACTION:
         # The client secret lives only in the workflow (never in the ledger): ask it.
@@ -339,7 +343,7 @@ def _encode_cursor(row: Payment) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
-def _query_int(value: str | None, name: str, default: int, low: int, high: int) -> int:
+def query_int(value: str | None, name: str, default: int, low: int, high: int) -> int:
     if value is None:
         return default
     if not value.isdigit() or not low <= int(value) <= high:
@@ -353,7 +357,7 @@ async def list_payments(request: Request) -> Response:
     unknown = set(params) - {"customer_id", "status", "created_after", "limit", "cursor"}
     if unknown:
         raise ApiError(400, "invalid_query", f"unknown query parameters: {sorted(unknown)}")
-    limit = _query_int(params.get("limit"), "limit", 20, 1, 100)
+    limit = query_int(params.get("limit"), "limit", 20, 1, 100)
     status = params.get("status")
     if status is not None and status not in {s.value for s in PaymentStatus}:
         raise ApiError(
@@ -395,7 +399,7 @@ async def _optional_body(request: Request, state: ApiState) -> Any:
     return await read_json(request, state.settings.max_body_bytes) if raw else {}
 
 
-async def _operate(
+async def operate(
     state: ApiState, row: Payment, update: Any, argument: Any, not_allowed: str
 ) -> PaymentView:
     """Run an update on a payment's workflow; a closed workflow is answered from the ledger."""
@@ -416,9 +420,9 @@ async def _operate(
 
 async def cancel_payment(request: Request) -> Response:
     state = state_of(request)
-    row = await _find(state, merchant_of(request), request.path_params["payment_id"])
+    row = await find_payment(state, merchant_of(request), request.path_params["payment_id"])
     body = validate(CancelBody, await _optional_body(request, state))
-    view = await _operate(
+    view = await operate(
         state,
         row,
         PaymentWorkflow.cancel,
@@ -437,9 +441,9 @@ async def cancel_payment(request: Request) -> Response:
 
 async def capture_payment(request: Request) -> Response:
     state = state_of(request)
-    row = await _find(state, merchant_of(request), request.path_params["payment_id"])
+    row = await find_payment(state, merchant_of(request), request.path_params["payment_id"])
     body = validate(CaptureBody, await _optional_body(request, state))
-    view = await _operate(
+    view = await operate(
         state,
         row,
         PaymentWorkflow.capture,

@@ -90,3 +90,9 @@ class CancelBody(Strict):
 
 class CaptureBody(Strict):
     amount: Annotated[StrictInt, Field(gt=0, le=MAX_AMOUNT_MINOR)] | None = None
+
+
+class ReviewBody(Strict):
+    decision: Literal["approve", "reject"]
+    reviewer: Annotated[str, Field(min_length=1, max_length=100)]
+    reason: Annotated[str, Field(min_length=1, max_length=500)]

@@ -307,3 +307,15 @@ def _iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.isoformat()
+
+
+def in_review(session: Session, *, merchant_id: str, limit: int) -> list[Payment]:
+    """The review queue: payments waiting for an operator, oldest first."""
+    return list(
+        session.exec(
+            select(Payment)
+            .where(Payment.merchant_id == merchant_id, Payment.status == "in_review")
+            .order_by(col(Payment.created_at), col(Payment.id))
+            .limit(limit)
+        )
+    )

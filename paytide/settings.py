@@ -197,6 +197,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _alerts_need_secret(self) -> Settings:
+        if self.ops_alert_url and self.ops_alert_secret is None:
+            raise ValueError(
+                "PAYTIDE_OPS_ALERT_URL is set but PAYTIDE_OPS_ALERT_SECRET is not: operator "
+                "alerts are always signed"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _callback_needs_secret(self) -> Settings:
         if self.merchant_callback_url and self.merchant_callback_secret is None:
             raise ValueError(

@@ -43,11 +43,14 @@ def build_worker(
     risk = RiskActivities.from_settings(sessions, settings)
     gateway = GatewayActivities(gateways)
     secret = settings.merchant_callback_secret
+    ops_secret = settings.ops_alert_secret
     notify = NotificationActivities(
         http,
         sessions,
         callback_url=settings.merchant_callback_url or None,
         signing_secret=secret.get_secret_value() if secret else None,
+        ops_url=settings.ops_alert_url or None,
+        ops_secret=ops_secret.get_secret_value() if ops_secret else None,
     )
     return Worker(
         client,
@@ -63,6 +66,7 @@ def build_worker(
             gateway.cancel,
             gateway.capture,
             notify.notify_merchant,
+            notify.alert_operators,
         ],
         # Ledger and risk activities are synchronous database code; they run on these threads.
         activity_executor=executor,

@@ -14,6 +14,8 @@ from enum import StrEnum
 class PaymentStatus(StrEnum):
     RECEIVED = "received"
     RISK_CHECK = "risk_check"
+    # Risky enough for a human: waits for an operator's decision (or the review deadline).
+    IN_REVIEW = "in_review"
     CHARGING = "charging"
     REQUIRES_ACTION = "requires_action"
     AWAITING_WEBHOOK = "awaiting_webhook"
@@ -115,6 +117,8 @@ class WorkflowSettings:
     max_charge_attempts: int = 3
     charge_retry_backoff_seconds: float = 2.0
     risk_block_score: int = 80
+    risk_review_score: int = 70
+    review_timeout_seconds: float = 24 * 3600.0
     default_gateway: GatewayName = GatewayName.SANDBOX
     # How long one gateway HTTP call may take before the activity is retried (same key).
     gateway_call_timeout_seconds: float = 30.0
@@ -309,6 +313,26 @@ class InitiateResult:
     payment: PaymentView
     # The request_id of the request that started this payment.
     started_by: str
+
+
+class ReviewVerdict(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReviewDecision:
+    """An operator's decision on a payment in review; sent as the ``review`` update."""
+
+    verdict: ReviewVerdict
+    reviewer: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorAlert:
+    payment: PaymentView
+    kind: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -40,10 +40,13 @@ with workflow.unsafe.imports_passed_through():
         InitiateResult,
         NotificationFailure,
         NotificationInput,
+        OperatorAlert,
         PaymentInput,
         PaymentRequest,
         PaymentStatus,
         PaymentView,
+        ReviewDecision,
+        ReviewVerdict,
         RiskAssessment,
         RiskInput,
         Transition,
@@ -118,6 +121,7 @@ class PaymentWorkflow:
         self._cancel: CancelPayment | None = None
         self._cancel_sent = False
         self._capture: CapturePayment | None = None
+        self._review: ReviewDecision | None = None
         # Verified gateway events by gateway reference, in arrival order; a webhook may arrive
         # before we know our reference, or out of order.
         self._events: dict[str, list[GatewayEvent]] = {}
@@ -145,6 +149,8 @@ class PaymentWorkflow:
                     f"{self._settings.risk_block_score}",
                 ),
             )
+        elif self._risk.score >= self._settings.risk_review_score and not await self._approved():
+            pass  # rejected, expired or canceled in review: already finished
         elif self._cancel is not None:
             await self._finish(PaymentStatus.CANCELED, reason=self._cancel.reason)
         else:
@@ -213,6 +219,31 @@ class PaymentWorkflow:
                 non_retryable=True,
             )
 
+    @workflow.update
+    async def review(self, decision: ReviewDecision) -> PaymentView:
+        """An operator approves or rejects a payment in review; repeating it changes nothing."""
+        self._review = self._review or decision
+        await workflow.wait_condition(lambda: self._status is not PaymentStatus.IN_REVIEW)
+        return self._view()
+
+    @review.validator
+    def _validate_review(self, decision: ReviewDecision) -> None:
+        if self._review is not None:
+            if self._review.verdict is not decision.verdict:
+                raise ApplicationError(
+                    f"this payment was already reviewed: {self._review.verdict.value} by "
+                    f"{self._review.reviewer}",
+                    type="review_conflict",
+                    non_retryable=True,
+                )
+            return  # the same decision again: idempotent
+        if self._status is not PaymentStatus.IN_REVIEW:
+            raise ApplicationError(
+                f"payment is {self._status.value}, not in review",
+                type="payment_not_in_review",
+                non_retryable=True,
+            )
+
     @workflow.signal
     def gateway_event(self, event: GatewayEvent) -> None:
         if event.event_id in self._seen_events or not event.gateway_reference:
@@ -223,6 +254,67 @@ class PaymentWorkflow:
     @workflow.query
     def status(self) -> PaymentView:
         return self._view()
+
+    # ---- Manual review --------------------------------------------------------------------
+
+    async def _approved(self) -> bool:
+        """Hold a risky payment for an operator. True when approved; otherwise it is finished."""
+        self._initiated = True
+        await self._transition(
+            PaymentStatus.IN_REVIEW,
+            reason=f"risk score {self._risk.score if self._risk else '?'} needs a review",
+        )
+        await self._alert_operators("payment.in_review")
+        timeout = timedelta(seconds=self._settings.review_timeout_seconds)
+        self._next_deadline = (workflow.now() + timeout).isoformat()
+        try:
+            await workflow.wait_condition(
+                lambda: self._review is not None or self._cancel is not None,
+                timeout=timeout,
+                timeout_summary="review deadline",
+            )
+        except TimeoutError:
+            pass
+        self._next_deadline = None
+        decision = self._review
+        if decision is None and self._cancel is not None:
+            await self._finish(PaymentStatus.CANCELED, reason=self._cancel.reason)
+            return False
+        if decision is None:
+            await self._finish(
+                PaymentStatus.BLOCKED,
+                Failure(
+                    code="review_timeout",
+                    message="no operator decided within the review deadline; rejected",
+                ),
+            )
+            return False
+        said = f"{decision.verdict.value} by {decision.reviewer}: {decision.reason}"
+        if decision.verdict is ReviewVerdict.REJECT:
+            await self._finish(
+                PaymentStatus.BLOCKED,
+                Failure(code="rejected_in_review", message=said),
+                reason=said,
+            )
+            return False
+        self._switch_reason = said  # recorded with the charging transition
+        return True
+
+    async def _alert_operators(self, kind: str) -> None:
+        try:
+            await workflow.execute_activity_method(
+                NotificationActivities.alert_operators,
+                OperatorAlert(payment=self._view(), kind=kind),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=NOTIFY_RETRY,
+                summary=f"alert operators: {kind}",
+            )
+        except ActivityError:
+            # An alert that cannot be delivered must not hold the payment; the review queue
+            # (GET /reviews) and the PaymentStatus search attribute still show it.
+            workflow.logger.warning(
+                "operator alert failed", extra={"payment_id": self._request.payment_id}
+            )
 
     # ---- The charge -----------------------------------------------------------------------
 

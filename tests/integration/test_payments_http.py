@@ -185,3 +185,36 @@ async def test_slow_initiation_answers_202_with_location(
         assert location == f"/payments/{created.json()['id']}"
         final = await stack.wait_final(created.json()["id"])
         assert final["status"] == "succeeded"
+
+
+async def test_review_queue_and_decision_over_http(
+    dev_env: WorkflowEnvironment, database_url: str
+) -> None:
+    """A payment in review is listed in GET /reviews; an approval over HTTP charges it once."""
+    async with running_stack(
+        dev_env.client, database_url, risk_review_score=0, risk_block_score=100
+    ) as stack:
+        created = await stack.pay()
+        assert created.status_code == 201, created.text
+        payment = created.json()
+        assert payment["status"] == "in_review"
+        queue = (await stack.api.get("/reviews")).json()["data"]
+        assert payment["id"] in [p["id"] for p in queue]
+
+        decision = {"decision": "approve", "reviewer": "ana", "reason": "known customer"}
+        approved = await stack.api.post(f"/payments/{payment['id']}/review", json=decision)
+        assert approved.status_code == 200, approved.text
+        final = await stack.wait_final(payment["id"])
+        assert final["status"] == "succeeded"
+        assert await stack.charges_for(payment["id"]) == 1
+
+        late = await stack.api.post(
+            f"/payments/{payment['id']}/review",
+            json={"decision": "reject", "reviewer": "bo", "reason": "too late"},
+        )
+        assert late.status_code == 409
+        assert payment["id"] not in [
+            p["id"] for p in (await stack.api.get("/reviews")).json()["data"]
+        ]
+        bad = await stack.api.post(f"/payments/{payment['id']}/review", json={"decision": "maybe"})
+        assert bad.status_code == 422

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -26,10 +26,14 @@ from workflows.contract import (
     GatewayName,
     NotificationInput,
     NotificationResult,
+    OperatorAlert,
     PaymentInput,
     PaymentRequest,
     PaymentStatus,
     PaymentView,
+    RiskAssessment,
+    RiskFactor,
+    RiskInput,
     WorkflowSettings,
 )
 from workflows.payment import PaymentWorkflow
@@ -42,17 +46,31 @@ SETTINGS = WorkflowSettings(
 )
 
 
+def fixed_risk(score: int) -> Callable[[RiskInput], Awaitable[RiskAssessment]]:
+    @activity.defn(name="score_risk")
+    async def score_risk(risk_input: RiskInput) -> RiskAssessment:
+        return RiskAssessment(score=score, factors=[RiskFactor(name="fixed", weight=score)])
+
+    return score_risk
+
+
 @dataclass
 class Notifier:
     sent: list[NotificationInput] = field(default_factory=list)
     # When set, notifications wait for it: keeps a finished payment's workflow open.
     hold: asyncio.Event | None = None
+    alerts: list[OperatorAlert] = field(default_factory=list)
 
     @activity.defn(name="notify_merchant")
     async def notify(self, notification: NotificationInput) -> NotificationResult:
         self.sent.append(notification)
         if self.hold is not None:
             await self.hold.wait()
+        return NotificationResult(delivered=True, status_code=200)
+
+    @activity.defn(name="alert_operators")
+    async def alert(self, alert: OperatorAlert) -> NotificationResult:
+        self.alerts.append(alert)
         return NotificationResult(delivered=True, status_code=200)
 
 
@@ -127,7 +145,9 @@ async def running_payments(
     gateway: ScriptedGateway,
     *others: ScriptedGateway,
     notifier: Notifier | None = None,
+    risk_score: int | None = None,
 ) -> AsyncIterator[Harness]:
+    """``risk_score``: replace the ledger-based scoring with a fixed score (review/block tests)."""
     task_queue = f"payments-{uuid.uuid4().hex[:8]}"
     notifier = notifier or Notifier()
     ledger = LedgerActivities(sessions)
@@ -141,12 +161,13 @@ async def running_payments(
             activities=[
                 ledger.record_transition,
                 ledger.record_notification_failure,
-                risk.score_risk,
+                fixed_risk(risk_score) if risk_score is not None else risk.score_risk,
                 gateways.charge,
                 gateways.reconcile,
                 gateways.cancel,
                 gateways.capture,
                 notifier.notify,
+                notifier.alert,
             ],
             activity_executor=executor,
         ):

@@ -40,6 +40,8 @@ from workflows.contract import (
     NotificationResult,
     PaymentRequest,
     PaymentStatus,
+    ReviewDecision,
+    ReviewVerdict,
 )
 from workflows.payment import PaymentWorkflow
 
@@ -669,3 +671,94 @@ async def test_cancel_without_a_reference_looks_the_charge_up_first(
 
     assert result.status is PaymentStatus.CANCELED
     assert [c.gateway_reference for c in gateway.cancel_calls] == ["ch_hidden"]
+
+
+async def test_review_approved_then_charged(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """Score 70-79 waits in review and alerts operators; an approval charges it."""
+    gateway = ScriptedGateway(
+        charges=[ChargeOutcome(state=ChargeState.SUCCEEDED, gateway_reference="ch_r")]
+    )
+    async with running_payments(
+        time_skipping_env, session_factory(engine), gateway, risk_score=75
+    ) as h:
+        request = payment_request()
+        handle = await h.start(request)
+        initiated = await handle.execute_update(
+            PaymentWorkflow.initiate, InitiateRequest(fingerprint=request.fingerprint)
+        )
+        assert initiated.payment.status is PaymentStatus.IN_REVIEW
+        approve = ReviewDecision(verdict=ReviewVerdict.APPROVE, reviewer="ana", reason="known")
+        view = await handle.execute_update(PaymentWorkflow.review, approve)
+        again = await handle.execute_update(PaymentWorkflow.review, approve)
+        result = await handle.result()
+
+    assert view.status is not PaymentStatus.IN_REVIEW
+    assert again.payment_id == view.payment_id  # a repeated decision is accepted, changes nothing
+    assert result.status is PaymentStatus.SUCCEEDED
+    assert len(gateway.charge_calls) == 1
+    assert [a.kind for a in h.notifier.alerts] == ["payment.in_review"]
+    with transaction(session_factory(engine)) as session:
+        events = ledger.list_events(session, result.payment_id)
+    charging = next(e for e in events if e.status == "charging")
+    assert charging.reason == "approve by ana: known"
+
+
+async def test_review_rejected_is_blocked_without_charging(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A rejection blocks the payment with the reviewer's reason; a contrary decision is refused."""
+    gateway = ScriptedGateway(charges=[PENDING])
+    async with running_payments(
+        time_skipping_env, session_factory(engine), gateway, risk_score=72
+    ) as h:
+        handle = await h.start()
+        await h.wait_for_status(handle, PaymentStatus.IN_REVIEW)
+        reject = ReviewDecision(verdict=ReviewVerdict.REJECT, reviewer="bo", reason="stolen card")
+        await handle.execute_update(PaymentWorkflow.review, reject)
+        with pytest.raises(WorkflowUpdateFailedError) as raised:
+            await handle.execute_update(
+                PaymentWorkflow.review,
+                ReviewDecision(verdict=ReviewVerdict.APPROVE, reviewer="cy", reason="oops"),
+            )
+        result = await handle.result()
+
+    assert result.status is PaymentStatus.BLOCKED
+    assert result.failure is not None and result.failure.code == "rejected_in_review"
+    assert gateway.charge_calls == []
+    cause = raised.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type in (
+        "review_conflict",
+        "payment_not_in_review",
+    )
+
+
+async def test_review_deadline_blocks_the_payment(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """No decision by the review deadline: rejected as blocked with that reason."""
+    gateway = ScriptedGateway(charges=[PENDING])
+    async with running_payments(
+        time_skipping_env, session_factory(engine), gateway, risk_score=70
+    ) as h:
+        result = await (await h.start()).result()
+
+    assert result.status is PaymentStatus.BLOCKED
+    assert result.failure is not None and result.failure.code == "review_timeout"
+    assert gateway.charge_calls == []
+
+
+async def test_score_at_the_block_threshold_skips_review(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """Score 80 blocks at once: no review, no alert wait, no charge."""
+    gateway = ScriptedGateway(charges=[PENDING])
+    async with running_payments(
+        time_skipping_env, session_factory(engine), gateway, risk_score=80
+    ) as h:
+        result = await (await h.start()).result()
+
+    assert result.status is PaymentStatus.BLOCKED
+    assert "in_review" not in ledger_statuses(engine, result.payment_id)
+    assert gateway.charge_calls == []

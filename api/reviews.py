@@ -1,0 +1,44 @@
+"""Manual review: the queue of risky payments, and an operator's decision on one of them."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api.auth import merchant_of, state_of
+from api.body import read_json, validate
+from api.payments import find_payment, operate, query_int
+from api.schemas import ReviewBody
+from ledger import payments as ledger
+from ledger.engine import transaction
+from ledger.models import Payment
+from workflows.contract import ReviewDecision, ReviewVerdict
+from workflows.payment import PaymentWorkflow
+from workflows.public import public_payment
+
+
+async def list_reviews(request: Request) -> Response:
+    state = state_of(request)
+    limit = query_int(request.query_params.get("limit"), "limit", 50, 1, 200)
+    merchant = merchant_of(request)
+
+    def read() -> list[Payment]:
+        with transaction(state.sessions) as session:
+            return ledger.in_review(session, merchant_id=merchant, limit=limit)
+
+    rows = await run_in_threadpool(read)
+    return JSONResponse(
+        {"object": "list", "data": [public_payment(ledger.to_view(row)) for row in rows]}
+    )
+
+
+async def review_payment(request: Request) -> Response:
+    state = state_of(request)
+    row = await find_payment(state, merchant_of(request), request.path_params["payment_id"])
+    body = validate(ReviewBody, await read_json(request, state.settings.max_body_bytes))
+    decision = ReviewDecision(
+        verdict=ReviewVerdict(body.decision), reviewer=body.reviewer, reason=body.reason
+    )
+    view = await operate(state, row, PaymentWorkflow.review, decision, "payment_not_in_review")
+    return JSONResponse(public_payment(view))
