@@ -37,6 +37,7 @@ from ledger import payments as ledger
 from ledger.engine import transaction
 from ledger.models import Payment
 from paytide.logging import get_logger
+from paytide.money import format_amount
 from workflows.contract import (
     CLOSED_STATUSES,
     CancelPayment,
@@ -228,6 +229,14 @@ async def _update_with_start(
         # Join the running payment on a retry; never start a second run once it has closed.
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        # What an operator sees first in the Web UI (encrypted like every payload).
+        static_summary=f"{format_amount(payment.amount_minor, payment.currency)} "
+        f"from {payment.customer_id}",
+        static_details=(
+            f"payment {payment.payment_id} · order {payment.order_id} · "
+            f"merchant {payment.merchant_id} · capture {payment.capture.value}"
+        ),
+        memo={"payment_id": payment.payment_id, "order_id": payment.order_id},
     )
     try:
         return await state.temporal.start_update_with_start_workflow(

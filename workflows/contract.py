@@ -336,6 +336,14 @@ class OperatorAlert:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReconcileRequest:
+    """An operator asks the workflow to check with the gateway now instead of waiting."""
+
+    operator: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class CapturePayment:
     """Capture an authorized payment; ``amount_minor`` None captures all of it."""
 

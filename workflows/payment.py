@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         PaymentRequest,
         PaymentStatus,
         PaymentView,
+        ReconcileRequest,
         ReviewDecision,
         ReviewVerdict,
         RiskAssessment,
@@ -122,6 +123,9 @@ class PaymentWorkflow:
         self._cancel_sent = False
         self._capture: CapturePayment | None = None
         self._review: ReviewDecision | None = None
+        # An operator's request to ask the gateway now; cleared once the reconcile is done.
+        self._reconcile_now: ReconcileRequest | None = None
+        self._following = False
         # Verified gateway events by gateway reference, in arrival order; a webhook may arrive
         # before we know our reference, or out of order.
         self._events: dict[str, list[GatewayEvent]] = {}
@@ -241,6 +245,29 @@ class PaymentWorkflow:
             raise ApplicationError(
                 f"payment is {self._status.value}, not in review",
                 type="payment_not_in_review",
+                non_retryable=True,
+            )
+
+    @workflow.update
+    async def reconcile_now(self, request: ReconcileRequest) -> PaymentView:
+        """An operator asks the gateway now, instead of waiting for the next deadline."""
+        self._reconcile_now = request
+        await workflow.wait_condition(lambda: self._reconcile_now is None or self._done)
+        return self._view()
+
+    @reconcile_now.validator
+    def _validate_reconcile_now(self, request: ReconcileRequest) -> None:
+        if not self._following or self._done:
+            raise ApplicationError(
+                f"payment is {self._status.value}: it is not waiting on the gateway, so there "
+                "is nothing to reconcile",
+                type="nothing_to_reconcile",
+                non_retryable=True,
+            )
+        if not request.operator.strip() or not request.reason.strip():
+            raise ApplicationError(
+                "reconcile_now needs the operator's name and a reason (both are recorded)",
+                type="invalid_request",
                 non_retryable=True,
             )
 
@@ -457,14 +484,26 @@ class PaymentWorkflow:
             self._initiated = True
             self._next_deadline = (workflow.now() + wait).isoformat()
             try:
+                self._following = True
                 await workflow.wait_condition(
-                    lambda: self._next_event(CHARGE_FINAL) is not None or self._cancel_pending(),
+                    lambda: (
+                        self._next_event(CHARGE_FINAL) is not None
+                        or self._cancel_pending()
+                        or self._reconcile_now is not None
+                    ),
                     timeout=wait,
                     timeout_summary="webhook deadline",
                 )
             except TimeoutError:
                 pass
+            self._following = False
             self._next_deadline = None
+            asked = self._reconcile_now
+            if asked is not None:
+                await self._transition(
+                    self._status,
+                    reason=f"reconcile_now by {asked.operator}: {asked.reason}",
+                )
             event = self._take_event(CHARGE_FINAL)
             if event is not None:
                 return self._outcome_from_event(event)
@@ -479,6 +518,7 @@ class PaymentWorkflow:
                     return self._record_outcome(reconciled)
                 if reconciled is not None and reconciled.state in WAITING:
                     outcome = self._record_outcome(reconciled)
+                self._reconcile_now = None
                 if (
                     reconciled is not None
                     and reconciled.state is ChargeState.NOT_FOUND
@@ -818,6 +858,7 @@ class PaymentWorkflow:
         self._seq += 1
         self._status = status
         self._updated_at = workflow.now().isoformat()
+        workflow.set_current_details(self._current_details(reason))
         pairs: list[SearchAttributeUpdate[str]] = [sa.PAYMENT_STATUS.value_set(status.value)]
         if gateway is not None:
             pairs.append(sa.PAYMENT_GATEWAY.value_set(gateway.value))
@@ -848,6 +889,17 @@ class PaymentWorkflow:
             retry_policy=LEDGER_RETRY,
             summary=f"ledger: {status.value}",
         )
+
+    def _current_details(self, reason: str | None) -> str:
+        """The Web UI's live line for this payment: where it stands and what it waits for."""
+        lines = [f"**{self._status.value}** via {self._gateway.value}, attempt {self._attempt}"]
+        if self._outcome is not None and self._outcome.gateway_reference:
+            lines.append(f"gateway reference: {self._outcome.gateway_reference}")
+        if self._risk is not None:
+            lines.append(f"risk score: {self._risk.score}")
+        if reason:
+            lines.append(f"last change: {reason}")
+        return "\n\n".join(lines)
 
     def _upsert_static_search_attributes(self) -> None:
         request = self._request

@@ -12,6 +12,7 @@ from sqlmodel import select
 from temporalio import activity
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from gateways.base import GatewayRefused, GatewayRequestError, GatewayUnavailable
@@ -40,6 +41,7 @@ from workflows.contract import (
     NotificationResult,
     PaymentRequest,
     PaymentStatus,
+    ReconcileRequest,
     ReviewDecision,
     ReviewVerdict,
 )
@@ -762,3 +764,31 @@ async def test_score_at_the_block_threshold_skips_review(
     assert result.status is PaymentStatus.BLOCKED
     assert "in_review" not in ledger_statuses(engine, result.payment_id)
     assert gateway.charge_calls == []
+
+
+async def test_reconcile_now_asks_the_gateway_at_once_and_records_who_asked(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """An operator's reconcile_now checks with the gateway before the deadline, with a reason."""
+    settled = ChargeOutcome(state=ChargeState.SUCCEEDED, gateway_reference="ch_1")
+    gateway = ScriptedGateway(charges=[PENDING], lookups=[settled])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        await h.wait_for_status(handle, PaymentStatus.AWAITING_WEBHOOK)
+        view = await handle.execute_update(
+            PaymentWorkflow.reconcile_now,
+            ReconcileRequest(operator="ana", reason="customer called"),
+        )
+        result = await handle.result()
+        # A closed payment has nothing to reconcile: the server refuses the update.
+        with pytest.raises((WorkflowUpdateFailedError, RPCError)):
+            await handle.execute_update(
+                PaymentWorkflow.reconcile_now, ReconcileRequest(operator="ana", reason="again")
+            )
+
+    assert view.status is PaymentStatus.SUCCEEDED
+    assert result.status is PaymentStatus.SUCCEEDED
+    assert len(gateway.lookup_calls) == 1
+    with transaction(session_factory(engine)) as session:
+        reasons = [e.reason for e in ledger.list_events(session, result.payment_id)]
+    assert "reconcile_now by ana: customer called" in reasons
