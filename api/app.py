@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from temporalio.client import Client
 
+from api.codec import decode_payloads, encode_payloads
 from api.errors import ApiError, on_api_error, on_http_exception, on_unexpected
 from api.health import healthz, readyz
 from api.payments import (
@@ -39,6 +40,8 @@ ROUTES = [
     Route("/payments/{payment_id}/review", review_payment, methods=["POST"]),
     Route("/reviews", list_reviews, methods=["GET"]),
     Route("/webhooks/{gateway}", receive_webhook, methods=["POST"]),
+    Route("/codec/encode", encode_payloads, methods=["POST", "OPTIONS"]),
+    Route("/codec/decode", decode_payloads, methods=["POST", "OPTIONS"]),
 ]
 
 

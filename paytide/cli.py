@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import getpass
 import json
 import signal
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from paytide.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable
+
+    from temporalio.client import WorkflowHistory
 
 EXIT_USER_ERROR = 2
 
@@ -180,6 +190,140 @@ def cmd_db_current(_args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- operator commands (logic in paytide/operator.py) ---------------------------------------
+
+
+def _duration(text: str) -> timedelta:
+    from paytide.operator import OperatorError, parse_duration
+
+    try:
+        return parse_duration(text)
+    except OperatorError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
+
+
+def _operator_name() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "operator"
+
+
+def _run_async(main: Coroutine[Any, Any, int]) -> int:
+    """``asyncio.run`` for commands that open a Temporal client. The client's objects are freed
+    here, before the interpreter shuts down: were they freed during shutdown, the SDK's Rust
+    threads would release Python objects too late, and the process aborts (SIGABRT)."""
+    try:
+        return asyncio.run(main)
+    finally:
+        gc.collect()
+
+
+def cmd_stuck(args: argparse.Namespace) -> int:
+    from paytide.operator import OperatorError, find_stuck, format_stuck_json, format_stuck_table
+    from paytide.temporal import connect
+
+    async def run() -> int:
+        client = await connect(_settings())
+        now = datetime.now(UTC)
+        found = await find_stuck(client, args.older_than, limit=args.limit, now=now)
+        show = format_stuck_json if args.json else format_stuck_table
+        _say(show(found, now=now))
+        return 0
+
+    try:
+        return _run_async(run())
+    except OperatorError as error:
+        raise UserError(str(error)) from None
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from paytide.operator import (
+        OperatorError,
+        Target,
+        find_stuck,
+        format_reconcile_summary,
+        progress_bar,
+        reconcile_all,
+        resolve_targets,
+    )
+    from paytide.temporal import connect
+    from workflows.contract import ReconcileRequest
+
+    if bool(args.targets) == (args.stuck_for is not None):
+        raise UserError("name the payments to reconcile (IDs) or pass --stuck-for, not both")
+    settings = _settings()
+
+    def draw(done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        print(progress_bar(done, total), end=end, file=sys.stderr, flush=True)
+
+    async def run() -> int:
+        client = await connect(settings)
+        targets: list[Target]
+        if args.stuck_for is not None:
+            stuck = await find_stuck(client, args.stuck_for, limit=args.limit)
+            targets = [Target(given=p.workflow_id, workflow_id=p.workflow_id) for p in stuck]
+            if not targets:
+                _say("no stuck payments: nothing to reconcile")
+                return 0
+        else:
+            targets = resolve_targets(args.targets, settings.effective_database_url)
+        request = ReconcileRequest(operator=args.operator, reason=args.reason)
+        results = await reconcile_all(client, targets, request, progress=draw)
+        _say(format_reconcile_summary(results))
+        return 0 if all(result.ok for result in results) else 1
+
+    try:
+        return _run_async(run())
+    except OperatorError as error:
+        raise UserError(str(error)) from None
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from paytide.operator import (
+        OperatorError,
+        histories_by_id,
+        histories_by_query,
+        load_history_file,
+        replay_histories,
+    )
+    from paytide.temporal import connect
+
+    sources = sum(bool(source) for source in (args.workflow_ids, args.query, args.files))
+    if sources != 1:
+        raise UserError("give exactly one of: --workflow-id ID..., --query QUERY, or FILE...")
+    settings = _settings()
+
+    async def run() -> int:
+        # Files need no server, but the same data converter (and codec) as the worker.
+        client = await connect(settings, lazy=bool(args.files))
+        if args.files:
+            histories: Iterable[WorkflowHistory] | AsyncIterator[WorkflowHistory] = [
+                load_history_file(Path(name)) for name in args.files
+            ]
+        elif args.workflow_ids:
+            histories = histories_by_id(client, args.workflow_ids)
+        else:
+            histories = histories_by_query(client, args.query)
+        report = await replay_histories(histories, data_converter=client.data_converter)
+        if report.replayed == 0:
+            raise UserError("no histories matched: nothing was replayed")
+        _say(report.summary())
+        return 0 if report.ok else 1
+
+    try:
+        return _run_async(run())
+    except OperatorError as error:
+        raise UserError(str(error)) from None
+
+
 # ---- parser ---------------------------------------------------------------------------------
 
 
@@ -221,6 +365,81 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the sandbox gateway on PAYTIDE_SANDBOX_HOST:PAYTIDE_SANDBOX_PORT; its "
         "webhooks go to PAYTIDE_SANDBOX_WEBHOOK_URL (default: the local API).",
     ).set_defaults(run=cmd_sandbox)
+
+    stuck = commands.add_parser(
+        "stuck",
+        help="list payments that have been in flight for too long",
+        description="Ask Temporal's visibility store for running PaymentWorkflows whose "
+        "PaymentStatus is still open (received, risk_check, charging, requires_action, "
+        "awaiting_webhook, in_review, authorized, needs_attention) and that started more than "
+        "--older-than ago. Prints workflow id, status, gateway, amount and age, oldest first. "
+        "The same query works in `temporal workflow list --query` and the Web UI.",
+    )
+    stuck.add_argument(
+        "--older-than",
+        type=_duration,
+        default=_duration("30m"),
+        metavar="DURATION",
+        help="minimum age, e.g. 45s, 30m, 2h, 1d (default: 30m)",
+    )
+    stuck.add_argument("--limit", type=_positive, metavar="N", help="show at most N payments")
+    stuck.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stuck.set_defaults(run=cmd_stuck)
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="ask the gateway about payments now, instead of at their next deadline",
+        description="Send the reconcile_now update to each payment: the workflow asks its "
+        "gateway for the charge's state at once and acts on the answer, exactly as at a "
+        "webhook deadline. The operator's name and reason go into the payment's ledger. Name "
+        "payments by workflow id or payment id (pay_..., looked up in the ledger), or pass "
+        "--stuck-for to reconcile every payment `paytide stuck` would list. Exits 1 if any "
+        "payment could not be reconciled (the summary says why).",
+    )
+    reconcile.add_argument(
+        "targets", nargs="*", metavar="ID", help="workflow ids or payment ids (pay_...)"
+    )
+    reconcile.add_argument(
+        "--stuck-for",
+        type=_duration,
+        metavar="DURATION",
+        help="reconcile the payments in flight for longer than this, e.g. 30m",
+    )
+    reconcile.add_argument(
+        "--limit", type=_positive, metavar="N", help="with --stuck-for: at most N payments"
+    )
+    reconcile.add_argument(
+        "--operator", default=_operator_name(), help="who asks (default: your login name)"
+    )
+    reconcile.add_argument(
+        "--reason",
+        default="reconciled from the paytide command line",
+        help="why, recorded in the ledger",
+    )
+    reconcile.set_defaults(run=cmd_reconcile)
+
+    replay = commands.add_parser(
+        "replay",
+        help="check that the current workflow code still replays recorded histories",
+        description="Replay payment histories with the workflow code in this checkout, without "
+        "running any activity. Histories come from Temporal (--workflow-id, --query) or from "
+        "JSON files exported with `temporal workflow show -w ID --output json` or the SDK's "
+        "WorkflowHistory.to_json(). Exits 1 and names each workflow (and the event) whose "
+        "history the code can no longer reproduce: such a change needs workflow.patched.",
+    )
+    replay.add_argument(
+        "--workflow-id",
+        dest="workflow_ids",
+        nargs="+",
+        default=[],
+        metavar="ID",
+        help="fetch these workflows' histories from Temporal",
+    )
+    replay.add_argument(
+        "--query", metavar="QUERY", help="replay every workflow a visibility query matches"
+    )
+    replay.add_argument("files", nargs="*", metavar="FILE", help="exported history JSON files")
+    replay.set_defaults(run=cmd_replay)
 
     db = commands.add_parser("db", help="ledger schema management")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")

@@ -147,6 +147,8 @@ class Stack:
             "--log-level",
             "warn",
             "--ui-disable-news-fetch",
+            "--ui-codec-endpoint",
+            f"{settings.effective_api_url}/codec",
         ]
         for declaration in cli_declarations():
             temporal += ["--search-attribute", declaration]

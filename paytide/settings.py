@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from paytide.codec import KEYS_VARIABLE, KeyRing, parse_keys
 from paytide.routing import DEFAULT_RULES, RoutingRule
 
 ENV_PREFIX = "PAYTIDE_"
@@ -19,6 +20,9 @@ ENV_PREFIX = "PAYTIDE_"
 # Written as plain strings so `paytide dev` works with zero configuration on a fresh clone.
 DEV_SANDBOX_WEBHOOK_SECRET = "whsec_sandbox_local_dev_only"  # noqa: S105 - dev-only default
 DEV_SANDBOX_API_KEY = "sk_sandbox_local_dev_only"
+# Payload encryption key used only when PAYTIDE_PAYLOAD_KEYS is unset in development, so a fresh
+# clone encrypts exactly as production does. Public, hence worthless: production rejects it.
+DEV_PAYLOAD_KEYS = "dev:cGF5dGlkZSBkZXYga2V5OiBuZXZlciBmb3IgbW9uZXk="
 
 
 class LogFormat(StrEnum):
@@ -151,6 +155,15 @@ class Settings(BaseSettings):
     merchant_callback_url: str = ""
     merchant_callback_secret: SecretStr | None = None
 
+    # Payload encryption (docs/operations.md, "Encrypted payloads"). KEY_ID:BASE64_KEY pairs,
+    # comma-separated: the first encrypts new payloads, every one decrypts (rotation). Unset:
+    # DEV_PAYLOAD_KEYS in development; production refuses to start.
+    payload_keys: SecretStr | None = None
+    # Browser origins (the Temporal Web UI) allowed to call the API's /codec endpoints.
+    codec_cors_origins: str = "http://127.0.0.1:8233,http://localhost:8233"
+    # When set, /codec/encode and /codec/decode require `Authorization: Bearer <token>`.
+    codec_auth_token: SecretStr | None = None
+
     @field_validator("temporal_address")
     @classmethod
     def _host_port(cls, value: str) -> str:
@@ -213,6 +226,50 @@ class Settings(BaseSettings):
                 "not: merchant notifications are always signed"
             )
         return self
+
+    @model_validator(mode="after")
+    def _payload_keys_usable(self) -> Settings:
+        if self.payload_keys is None:
+            if self.environment is Environment.PRODUCTION:
+                raise ValueError(
+                    f"{KEYS_VARIABLE} is required in production: payloads in Temporal are "
+                    "encrypted with it. Set KEY_ID:BASE64_KEY (`openssl rand -base64 32`)"
+                )
+            return self
+        ring = parse_keys(self.payload_keys.get_secret_value())  # names the variable itself
+        dev_key = parse_keys(DEV_PAYLOAD_KEYS).keys["dev"]
+        if self.environment is Environment.PRODUCTION and dev_key in ring.keys.values():
+            raise ValueError(f"{KEYS_VARIABLE} holds the public development key; not in production")
+        return self
+
+    @model_validator(mode="after")
+    def _codec_endpoint(self) -> Settings:
+        if self.codec_auth_token is not None and not self.codec_auth_token.get_secret_value():
+            raise ValueError("PAYTIDE_CODEC_AUTH_TOKEN is set but empty; unset it or give a token")
+        for origin in self.codec_cors_origin_list:
+            if origin == "*" or not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(
+                    "PAYTIDE_CODEC_CORS_ORIGINS must list origins like "
+                    "https://temporal.example.com (scheme and host, no path, no *)"
+                )
+        return self
+
+    @property
+    def payload_key_ring(self) -> KeyRing:
+        """The parsed keys: those configured, or the development key when none are."""
+        return parse_keys((self.payload_keys or SecretStr(DEV_PAYLOAD_KEYS)).get_secret_value())
+
+    @property
+    def codec_cors_origin_list(self) -> list[str]:
+        """Configured origins; in development also the local Web UI on PAYTIDE_TEMPORAL_UI_PORT,
+        so a second `paytide dev` on other ports decodes too."""
+        origins = [part.strip() for part in self.codec_cors_origins.split(",") if part.strip()]
+        if self.environment is Environment.DEVELOPMENT:
+            for host in ("127.0.0.1", "localhost"):
+                local = f"http://{host}:{self.temporal_ui_port}"
+                if local not in origins:
+                    origins.append(local)
+        return origins
 
     @property
     def stripe_webhook_secret_list(self) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
+from paytide.codec import EncryptionCodec, data_converter
 from paytide.settings import Settings
 
 
@@ -19,7 +20,11 @@ def _tls(settings: Settings) -> bool | TLSConfig:
 
 
 async def connect(settings: Settings, *, lazy: bool = False) -> Client:
-    """Connect now, or with ``lazy`` on first use (the API starts even while Temporal is down)."""
+    """Connect now, or with ``lazy`` on first use (the API starts even while Temporal is down).
+
+    Every payload goes through the encryption codec, so the API and the worker, which both
+    connect here, read and write the same ciphertext.
+    """
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     return await Client.connect(
         settings.temporal_address,
@@ -27,4 +32,5 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
         api_key=api_key,
         tls=_tls(settings),
         lazy=lazy,
+        data_converter=data_converter(EncryptionCodec(settings.payload_key_ring)),
     )

@@ -42,6 +42,8 @@ APP_COMMANDS = {
 # What the workflows upsert, as NAME=TYPE pairs in the `temporal` CLI's spelling.
 SEARCH_ATTRIBUTES = dict(pair.split("=", 1) for pair in cli_declarations())
 
+# A value of the right shape for required variables whose format Settings checks.
+REQUIRED_VALUES = {"PAYLOAD_KEYS": "compose-test:" + "A" * 43 + "="}
 _PREFIXED_NAME = re.compile(rf"\b{ENV_PREFIX}[A-Z0-9_]+")
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
 _INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
@@ -111,7 +113,7 @@ def _interpolated(value: str) -> str:
         op, arg = match.group("op"), match.group("arg")
         if op is not None and op.endswith("-"):
             return arg
-        return "placeholder"
+        return REQUIRED_VALUES.get(match.group("name"), "placeholder")
 
     return _INTERPOLATION.sub(substitute, value).replace("$$", "$")
 
@@ -157,7 +159,9 @@ def test_app_environments_are_valid_settings(monkeypatch: pytest.MonkeyPatch) ->
             if variable.startswith(ENV_PREFIX)
         }
         settings = Settings(_env_file=None, **values)
-        assert settings.environment == "production", name
+        # The sandbox is a test card processor: it runs as development and holds no payload keys.
+        expected = "development" if name == "sandbox" else "production"
+        assert settings.environment == expected, name
 
 
 def test_app_services_share_one_image() -> None:

@@ -1,0 +1,114 @@
+"""Recorded PaymentWorkflow histories replay with the current code; a changed workflow does not.
+
+Replaying needs no Temporal server. The histories come from ``python -m tests.histories.record``
+(see tests/histories/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio import workflow
+
+# The sandbox re-imports this module for ChangedPaymentWorkflow: pass the rest through.
+with workflow.unsafe.imports_passed_through():
+    from paytide.operator import load_history_file, replay_histories
+    from tests.histories.record import BRANCHES
+    from workflows.contract import PaymentInput, PaymentView
+    from workflows.payment import PaymentWorkflow
+
+ROOT = Path(__file__).parents[2]
+HISTORIES = ROOT / "tests" / "histories"
+
+
+@workflow.defn(name="PaymentWorkflow")
+class ChangedPaymentWorkflow(PaymentWorkflow):
+    """PaymentWorkflow as a careless edit would leave it: an activity added before the rest,
+    with no ``workflow.patched`` guard."""
+
+    @workflow.run
+    async def run(self, input: PaymentInput) -> PaymentView:
+        await workflow.execute_activity(
+            "audit_payment", input.request.payment_id, start_to_close_timeout=timedelta(seconds=5)
+        )
+        return await super().run(input)
+
+
+def recorded() -> list[Path]:
+    return sorted(HISTORIES.glob("*.json"))
+
+
+def test_every_branch_has_a_recorded_history() -> None:
+    """Each branch the recorder knows has its JSON file, so none is silently left out."""
+    assert sorted(path.stem for path in recorded()) == sorted(BRANCHES)
+
+
+async def test_recorded_histories_replay_with_the_current_workflow() -> None:
+    """Every recorded history replays without a non-determinism error on the worker's workflows."""
+    histories = [load_history_file(path) for path in recorded()]
+    report = await replay_histories(histories)
+
+    assert report.failures == []
+    assert report.replayed == len(histories) > 0
+
+
+async def test_an_unguarded_change_fails_replay_and_names_the_workflow() -> None:
+    """A workflow that schedules a new activity first cannot replay; the report says which."""
+    history = load_history_file(HISTORIES / "ok.json")
+    report = await replay_histories([history], [ChangedPaymentWorkflow])
+
+    assert not report.ok
+    [failure] = report.failures
+    assert failure.workflow_id == history.workflow_id == "ok"
+    assert failure.run_id == history.run_id
+    assert "nondetermin" in failure.reason.lower()
+    assert failure.event_id is not None  # the history event the new code disagreed with
+    assert "1 of 1 histories do not replay" in report.summary()
+
+
+def test_replay_command_accepts_the_recorded_histories() -> None:
+    """``paytide replay tests/histories/*.json`` exits 0 and says all were deterministic."""
+    files = [str(path) for path in recorded()]
+    done = subprocess.run(
+        [sys.executable, "-m", "paytide", "replay", *files],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert f"{len(files)} histories replayed, all deterministic" in done.stdout
+
+
+def test_replay_command_fails_on_a_history_the_code_cannot_reproduce(tmp_path: Path) -> None:
+    """A history whose first activity has another type makes the command exit 1, naming it."""
+    exported = json.loads((HISTORIES / "ok.json").read_text())
+    first = next(
+        event["activityTaskScheduledEventAttributes"]
+        for event in exported["events"]
+        if "activityTaskScheduledEventAttributes" in event
+    )
+    renamed = first["activityType"]["name"] + "_v0"
+    first["activityType"]["name"] = renamed
+    tampered = tmp_path / "payment-tampered.json"
+    tampered.write_text(json.dumps(exported))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "paytide", "replay", str(tampered)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "payment-tampered" in done.stdout
+    assert renamed in done.stdout
+    assert "at event" in done.stdout
