@@ -38,6 +38,7 @@ from ledger.engine import transaction
 from ledger.models import Payment
 from paytide.logging import get_logger
 from paytide.money import format_amount
+from paytide.search_attributes import customer_search_value
 from workflows.contract import (
     CLOSED_STATUSES,
     CancelPayment,
@@ -86,6 +87,7 @@ def _payment_request(
     key: str,
     request_id: str,
     gateways: list[GatewayName],
+    search_key: str,
 ) -> PaymentRequest:
     workflow = idempotency.workflow_id(merchant, key)
     return PaymentRequest(
@@ -110,6 +112,7 @@ def _payment_request(
         ),
         request_id=request_id,
         route=gateways,
+        customer_search_key=customer_search_value(body.customer_id, search_key),
     )
 
 
@@ -162,6 +165,7 @@ async def create_payment(request: Request) -> Response:
         key=key,
         request_id=uuid.uuid4().hex,
         gateways=_route(state, body, merchant),
+        search_key=state.settings.search_hash_key.get_secret_value(),
     )
 
     # A payment that has already ended answers from the ledger: no Temporal round trip, and it

@@ -177,6 +177,15 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_customer_key(args: argparse.Namespace) -> int:
+    from paytide.search_attributes import customer_search_value
+
+    settings = _settings()
+    value = customer_search_value(args.customer_id, settings.search_hash_key.get_secret_value())
+    _say(value)
+    return 0
+
+
 def cmd_db_current(_args: argparse.Namespace) -> int:
     from ledger.engine import create_ledger_engine
     from ledger.migrate import current_revision, head_revision
@@ -440,6 +449,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("files", nargs="*", metavar="FILE", help="exported history JSON files")
     replay.set_defaults(run=cmd_replay)
+
+    customer_key = commands.add_parser(
+        "customer-key",
+        help="print the CustomerId search-attribute value of a customer id",
+        description="Search attributes are indexed in clear, so the CustomerId attribute holds "
+        "a keyed hash (PAYTIDE_SEARCH_HASH_KEY) of the customer id. Use the value printed here "
+        "in a visibility query: temporal workflow list --query \"CustomerId='<value>'\".",
+    )
+    customer_key.add_argument("customer_id")
+    customer_key.set_defaults(run=cmd_customer_key)
 
     db = commands.add_parser("db", help="ledger schema management")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from temporalio.common import SearchAttributeKey
 
 PAYMENT_STATUS = SearchAttributeKey.for_keyword("PaymentStatus")
@@ -34,3 +37,10 @@ def cli_declarations() -> list[str]:
         f"{key.name}={_CLI_TYPE[key.indexed_value_type.name.removeprefix('INDEXED_VALUE_TYPE_')]}"
         for key in ALL_KEYS
     ]
+
+
+def customer_search_value(customer_id: str, key: str) -> str:
+    """What the CustomerId search attribute holds for a customer: a keyed hash, because search
+    attributes are stored and indexed in clear. `paytide customer-key ID` prints it."""
+    digest = hmac.new(key.encode(), customer_id.encode(), hashlib.sha256).hexdigest()
+    return f"ch_{digest[:24]}"

@@ -22,6 +22,7 @@ DEV_SANDBOX_WEBHOOK_SECRET = "whsec_sandbox_local_dev_only"  # noqa: S105 - dev-
 DEV_SANDBOX_API_KEY = "sk_sandbox_local_dev_only"
 # Payload encryption key used only when PAYTIDE_PAYLOAD_KEYS is unset in development, so a fresh
 # clone encrypts exactly as production does. Public, hence worthless: production rejects it.
+DEV_SEARCH_HASH_KEY = "paytide-dev-search-hash-key"
 DEV_PAYLOAD_KEYS = "dev:cGF5dGlkZSBkZXYga2V5OiBuZXZlciBmb3IgbW9uZXk="
 
 
@@ -159,6 +160,9 @@ class Settings(BaseSettings):
     # comma-separated: the first encrypts new payloads, every one decrypts (rotation). Unset:
     # DEV_PAYLOAD_KEYS in development; production refuses to start.
     payload_keys: SecretStr | None = None
+    # Key of the keyed hash that stands for a customer id in the CustomerId search attribute:
+    # search attributes are indexed in clear, so the customer id itself never goes there.
+    search_hash_key: SecretStr = SecretStr(DEV_SEARCH_HASH_KEY)
     # Browser origins (the Temporal Web UI) allowed to call the API's /codec endpoints.
     codec_cors_origins: str = "http://127.0.0.1:8233,http://localhost:8233"
     # When set, /codec/encode and /codec/decode require `Authorization: Bearer <token>`.
@@ -236,6 +240,13 @@ class Settings(BaseSettings):
                     "encrypted with it. Set KEY_ID:BASE64_KEY (`openssl rand -base64 32`)"
                 )
             return self
+        if (
+            self.environment is Environment.PRODUCTION
+            and self.search_hash_key.get_secret_value() == DEV_SEARCH_HASH_KEY
+        ):
+            raise ValueError(
+                "set PAYTIDE_SEARCH_HASH_KEY: the dev-only value is refused in production"
+            )
         ring = parse_keys(self.payload_keys.get_secret_value())  # names the variable itself
         dev_key = parse_keys(DEV_PAYLOAD_KEYS).keys["dev"]
         if self.environment is Environment.PRODUCTION and dev_key in ring.keys.values():

@@ -106,6 +106,8 @@ class PaymentRequest:
     # Gateways to try, in order; the next one is used only when the previous provably did not
     # charge. Empty means [gateway or the default gateway].
     route: list[GatewayName] = field(default_factory=list)
+    # The CustomerId search attribute's value (a keyed hash of customer_id, never the id).
+    customer_search_key: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -906,7 +906,7 @@ class PaymentWorkflow:
         workflow.upsert_search_attributes(
             [
                 sa.MERCHANT_ID.value_set(request.merchant_id),
-                sa.CUSTOMER_ID.value_set(request.customer_id),
+                sa.CUSTOMER_ID.value_set(request.customer_search_key or "unknown"),
                 sa.AMOUNT_MINOR.value_set(request.amount_minor),
                 sa.CURRENCY.value_set(request.currency),
             ]

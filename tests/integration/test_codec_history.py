@@ -18,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.idempotency import workflow_id
 from paytide.codec import ENCODING, KEY_ID_METADATA, EncryptionCodec, data_converter, parse_keys
+from paytide.search_attributes import customer_search_value
 from tests.integration.stack import Stack, running_stack
 
 KEYS = (
@@ -283,3 +284,17 @@ async def test_codec_token_is_required_when_configured(
             headers={"Origin": UI_ORIGIN, "Access-Control-Request-Method": "POST"},
         )
         assert preflight.status_code == 204
+
+
+async def test_search_attributes_hold_no_customer_id(
+    stack: Stack, dev_env: WorkflowEnvironment
+) -> None:
+    """The whole history, search attributes included, names the customer only by keyed hash."""
+    history = await _paid_history(stack, dev_env)
+    raw = history.SerializeToString()
+    for secret in SECRETS:
+        assert secret.encode() not in raw, secret
+    expected = customer_search_value(
+        CUSTOMER, stack.settings.search_hash_key.get_secret_value()
+    ).encode()
+    assert expected in raw

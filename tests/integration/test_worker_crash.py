@@ -11,8 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from paytide.codec import EncryptionCodec, data_converter
+from paytide.settings import Settings
 from tests.integration.stack import Stack, running_stack, subprocess_env
 
 
@@ -44,8 +47,14 @@ async def test_sigkill_after_gateway_call_then_restart_charges_once(
     dev_env: WorkflowEnvironment, database_url: str, tmp_path: Path
 ) -> None:
     """SIGKILL while the gateway's answer is in flight; a new worker finishes with one charge."""
+    # The worker subprocess encrypts with the dev payload key; the API must read the same way.
+    client = await Client.connect(
+        dev_env.client.service_client.config.target_host,
+        namespace=dev_env.client.namespace,
+        data_converter=data_converter(EncryptionCodec(Settings().payload_key_ring)),
+    )
     async with running_stack(
-        dev_env.client,
+        client,
         database_url,
         in_process_worker=False,
         initiate_wait=0.5,
