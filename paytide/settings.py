@@ -20,9 +20,10 @@ ENV_PREFIX = "PAYTIDE_"
 # Written as plain strings so `paytide dev` works with zero configuration on a fresh clone.
 DEV_SANDBOX_WEBHOOK_SECRET = "whsec_sandbox_local_dev_only"  # noqa: S105 - dev-only default
 DEV_SANDBOX_API_KEY = "sk_sandbox_local_dev_only"
+# Public dev-only key of the CustomerId search-attribute hash; production rejects it.
+DEV_SEARCH_HASH_KEY = "paytide-dev-search-hash-key"
 # Payload encryption key used only when PAYTIDE_PAYLOAD_KEYS is unset in development, so a fresh
 # clone encrypts exactly as production does. Public, hence worthless: production rejects it.
-DEV_SEARCH_HASH_KEY = "paytide-dev-search-hash-key"
 DEV_PAYLOAD_KEYS = "dev:cGF5dGlkZSBkZXYga2V5OiBuZXZlciBmb3IgbW9uZXk="
 
 
@@ -240,6 +241,15 @@ class Settings(BaseSettings):
                     "encrypted with it. Set KEY_ID:BASE64_KEY (`openssl rand -base64 32`)"
                 )
             return self
+        ring = parse_keys(self.payload_keys.get_secret_value())  # names the variable itself
+        dev_key = parse_keys(DEV_PAYLOAD_KEYS).keys["dev"]
+        if self.environment is Environment.PRODUCTION and dev_key in ring.keys.values():
+            raise ValueError(f"{KEYS_VARIABLE} holds the public development key; not in production")
+        return self
+
+    @model_validator(mode="after")
+    def _search_key_set(self) -> Settings:
+        # Runs after the payload-key check, so a production config missing both names that first.
         if (
             self.environment is Environment.PRODUCTION
             and self.search_hash_key.get_secret_value() == DEV_SEARCH_HASH_KEY
@@ -247,10 +257,6 @@ class Settings(BaseSettings):
             raise ValueError(
                 "set PAYTIDE_SEARCH_HASH_KEY: the dev-only value is refused in production"
             )
-        ring = parse_keys(self.payload_keys.get_secret_value())  # names the variable itself
-        dev_key = parse_keys(DEV_PAYLOAD_KEYS).keys["dev"]
-        if self.environment is Environment.PRODUCTION and dev_key in ring.keys.values():
-            raise ValueError(f"{KEYS_VARIABLE} holds the public development key; not in production")
         return self
 
     @model_validator(mode="after")

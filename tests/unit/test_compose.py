@@ -43,7 +43,10 @@ APP_COMMANDS = {
 SEARCH_ATTRIBUTES = dict(pair.split("=", 1) for pair in cli_declarations())
 
 # A value of the right shape for required variables whose format Settings checks.
-REQUIRED_VALUES = {"PAYLOAD_KEYS": "compose-test:" + "A" * 43 + "="}
+REQUIRED_VALUES = {
+    "PAYLOAD_KEYS": "compose-test:" + "A" * 43 + "=",
+    "SEARCH_HASH_KEY": "compose-test-search-key",
+}
 _PREFIXED_NAME = re.compile(rf"\b{ENV_PREFIX}[A-Z0-9_]+")
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
 _INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
