@@ -177,6 +177,28 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_temporal_setup(_args: argparse.Namespace) -> int:
+    from paytide.temporal import connect
+    from paytide.temporal_setup import SetupConflict, register_search_attributes
+
+    settings = _settings()
+
+    async def setup() -> int:
+        client = await connect(settings)
+        added = await register_search_attributes(client, _say)
+        _say(f"done: {len(added)} added" if added else "done: nothing to add")
+        return 0
+
+    _say(
+        f"registering search attributes in namespace {settings.temporal_namespace!r} "
+        f"on {settings.temporal_address}"
+    )
+    try:
+        return _run_async(setup())
+    except SetupConflict as error:
+        raise UserError(str(error)) from None
+
+
 def cmd_customer_key(args: argparse.Namespace) -> int:
     from paytide.search_attributes import customer_search_value
 
@@ -449,6 +471,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("files", nargs="*", metavar="FILE", help="exported history JSON files")
     replay.set_defaults(run=cmd_replay)
+
+    temporal = commands.add_parser("temporal", help="Temporal cluster set-up")
+    temporal_commands = temporal.add_subparsers(dest="temporal_command", required=True)
+    temporal_commands.add_parser(
+        "setup",
+        help="register paytide's search attributes on the configured cluster (idempotent)",
+        description="Register PaymentStatus, PaymentGateway, MerchantId, CustomerId, "
+        "AmountMinor, Currency and RiskScore in PAYTIDE_TEMPORAL_NAMESPACE on "
+        "PAYTIDE_TEMPORAL_ADDRESS. Attributes already present with the right type are left "
+        "alone; one present with another type stops the command with an explanation.",
+    ).set_defaults(run=cmd_temporal_setup)
 
     customer_key = commands.add_parser(
         "customer-key",

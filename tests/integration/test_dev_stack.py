@@ -141,6 +141,15 @@ def test_dev_brings_up_the_stack_takes_a_payment_and_stops_cleanly(tmp_path: Pat
         found = run.read_until(r"GET /payments/(pay_\w+) -> status=(\w+)")
         payment_id, status = found.group(1), found.group(2)
         assert status == "succeeded", "".join(run.output)
+        # The Web UI's own API lists payments by the PaymentStatus search attribute.
+        listed = httpx.get(
+            f"http://127.0.0.1:{env['PAYTIDE_TEMPORAL_UI_PORT']}/api/v1/namespaces/default/workflows",
+            params={"query": "PaymentStatus='succeeded'"},
+            timeout=10,
+        )
+        assert listed.status_code == 200
+        executions = listed.json()["executions"]
+        assert executions and all(e["type"]["name"] == "PaymentWorkflow" for e in executions)
         children = _stop(run)
 
     time.sleep(0.5)
