@@ -126,6 +126,7 @@ def _workflow_settings(state: ApiState) -> WorkflowSettings:
         risk_block_score=s.risk_block_score,
         risk_review_score=s.risk_review_score,
         review_timeout_seconds=s.review_timeout,
+        notification_redrive_seconds=s.notification_redrive_window,
         gateway_call_timeout_seconds=s.gateway_call_timeout,
         gateway_max_attempts=s.gateway_max_attempts,
     )

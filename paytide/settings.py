@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     # Unusual amount, unknown device and new country look at this many latest successes.
     risk_history_max_payments: Annotated[int, Field(ge=1)] = 1000
     gateway_call_timeout: PositiveSeconds = 30.0
+    # How long a payment whose final merchant notification failed stays open for a re-drive.
+    notification_redrive_window: PositiveSeconds = 7 * 24 * 3600.0
     # Transport retries of one gateway call (same key) before the workflow reconciles.
     gateway_max_attempts: Annotated[int, Field(ge=1, le=20)] = 6
     # JSON list of rules: [{"currency": "USD", "gateways": ["stripe", "adyen"]}, ...]; the first

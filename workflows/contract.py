@@ -121,6 +121,8 @@ class WorkflowSettings:
     risk_block_score: int = 80
     risk_review_score: int = 70
     review_timeout_seconds: float = 24 * 3600.0
+    # How long a payment whose final notification failed waits for an operator's re-drive.
+    notification_redrive_seconds: float = 7 * 24 * 3600.0
     default_gateway: GatewayName = GatewayName.SANDBOX
     # How long one gateway HTTP call may take before the activity is retried (same key).
     gateway_call_timeout_seconds: float = 30.0
@@ -340,6 +342,14 @@ class OperatorAlert:
 @dataclass(frozen=True, kw_only=True)
 class ReconcileRequest:
     """An operator asks the workflow to check with the gateway now instead of waiting."""
+
+    operator: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryNotification:
+    """An operator re-drives a merchant notification that exhausted its retries."""
 
     operator: str
     reason: str

@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         PaymentStatus,
         PaymentView,
         ReconcileRequest,
+        RetryNotification,
         ReviewDecision,
         ReviewVerdict,
         RiskAssessment,
@@ -125,6 +126,8 @@ class PaymentWorkflow:
         self._review: ReviewDecision | None = None
         # An operator's request to ask the gateway now; cleared once the reconcile is done.
         self._reconcile_now: ReconcileRequest | None = None
+        self._redrive: RetryNotification | None = None
+        self._awaiting_redrive = False
         self._following = False
         # Verified gateway events by gateway reference, in arrival order; a webhook may arrive
         # before we know our reference, or out of order.
@@ -164,7 +167,8 @@ class PaymentWorkflow:
             await self._notify_merchant()
             await self._hold_authorization()
 
-        await self._notify_merchant()
+        if not await self._notify_merchant():
+            await self._hold_for_redrive()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view()
 
@@ -267,6 +271,28 @@ class PaymentWorkflow:
         if not request.operator.strip() or not request.reason.strip():
             raise ApplicationError(
                 "reconcile_now needs the operator's name and a reason (both are recorded)",
+                type="invalid_request",
+                non_retryable=True,
+            )
+
+    @workflow.update
+    async def retry_notification(self, request: RetryNotification) -> PaymentView:
+        """An operator re-drives the merchant notification that exhausted its retries."""
+        self._redrive = request
+        await workflow.wait_condition(lambda: self._redrive is None)
+        return self._view()
+
+    @retry_notification.validator
+    def _validate_retry_notification(self, request: RetryNotification) -> None:
+        if not self._awaiting_redrive or self._redrive is not None:
+            raise ApplicationError(
+                "no failed notification is waiting for a re-drive on this payment",
+                type="nothing_to_redrive",
+                non_retryable=True,
+            )
+        if not request.operator.strip() or not request.reason.strip():
+            raise ApplicationError(
+                "retry_notification needs the operator's name and a reason (both are recorded)",
                 type="invalid_request",
                 non_retryable=True,
             )
@@ -912,10 +938,37 @@ class PaymentWorkflow:
             ]
         )
 
-    async def _notify_merchant(self) -> None:
+    async def _hold_for_redrive(self) -> None:
+        """The final notification failed: stay open so an operator can re-drive it."""
+        window = timedelta(seconds=self._settings.notification_redrive_seconds)
+        while True:
+            self._awaiting_redrive = True
+            try:
+                await workflow.wait_condition(
+                    lambda: self._redrive is not None,
+                    timeout=window,
+                    timeout_summary="notification re-drive window",
+                )
+            except TimeoutError:
+                self._awaiting_redrive = False
+                return
+            redrive = self._redrive
+            assert redrive is not None
+            self._awaiting_redrive = False
+            await self._transition(
+                self._status,
+                reason=f"retry_notification by {redrive.operator}: {redrive.reason}",
+            )
+            delivered = await self._notify_merchant()
+            self._redrive = None
+            if delivered:
+                return
+
+    async def _notify_merchant(self) -> bool:
+        """Tell the merchant about the current status; False when delivery failed for good."""
         event_type = _EVENT_TYPE.get(self._status)
         if event_type is None:
-            return
+            return True
         try:
             await workflow.execute_activity_method(
                 NotificationActivities.notify_merchant,
@@ -942,6 +995,8 @@ class PaymentWorkflow:
                 retry_policy=LEDGER_RETRY,
                 summary="ledger: notification failed",
             )
+            return False
+        return True
 
 
 def _snake(name: str) -> str:

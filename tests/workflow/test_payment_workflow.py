@@ -42,6 +42,7 @@ from workflows.contract import (
     PaymentRequest,
     PaymentStatus,
     ReconcileRequest,
+    RetryNotification,
     ReviewDecision,
     ReviewVerdict,
 )
@@ -792,3 +793,45 @@ async def test_reconcile_now_asks_the_gateway_at_once_and_records_who_asked(
     with transaction(session_factory(engine)) as session:
         reasons = [e.reason for e in ledger.list_events(session, result.payment_id)]
     assert "reconcile_now by ana: customer called" in reasons
+
+
+async def test_operator_redrives_a_failed_notification(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """After retries run out, the payment stays open; retry_notification delivers it."""
+
+    class DownThenUp(Notifier):
+        down = True
+
+        @activity.defn(name="notify_merchant")
+        async def notify(self, notification: NotificationInput) -> NotificationResult:
+            self.sent.append(notification)
+            if self.down:
+                raise ApplicationError("merchant endpoint answered 503", type="notification_failed")
+            return NotificationResult(delivered=True, status_code=200)
+
+    gateway = ScriptedGateway(
+        charges=[ChargeOutcome(state=ChargeState.SUCCEEDED, gateway_reference="ch_n")]
+    )
+    notifier = DownThenUp()
+    async with running_payments(
+        time_skipping_env, session_factory(engine), gateway, notifier=notifier
+    ) as h:
+        handle = await h.start()
+        async with asyncio.timeout(30):
+            while len(notifier.sent) < 5:
+                await time_skipping_env.sleep(30)
+        notifier.down = False
+        await asyncio.sleep(0.5)  # the failure is recorded before the re-drive window opens
+        view = await handle.execute_update(
+            PaymentWorkflow.retry_notification,
+            RetryNotification(operator="ana", reason="merchant fixed their endpoint"),
+        )
+        result = await handle.result()
+
+    assert view.status is PaymentStatus.SUCCEEDED
+    assert result.status is PaymentStatus.SUCCEEDED
+    assert len(notifier.sent) == 6
+    with transaction(session_factory(engine)) as session:
+        reasons = [e.reason for e in ledger.list_events(session, result.payment_id)]
+    assert "retry_notification by ana: merchant fixed their endpoint" in reasons
