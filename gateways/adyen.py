@@ -38,6 +38,7 @@ from gateways.base import (
     GatewayRequestError,
     GatewayUnavailable,
     WebhookRejected,
+    retry_after_seconds,
 )
 from paytide.logging import get_logger
 from workflows.contract import (
@@ -151,10 +152,7 @@ def _header(headers: Any, name: str) -> str | None:
 
 
 def _retry_after(headers: Any) -> float | None:
-    try:
-        return max(0.0, float(_header(headers, "retry-after") or ""))
-    except ValueError:
-        return None
+    return retry_after_seconds(_header(headers, "retry-after"))
 
 
 def _refusal(answer: Mapping[str, Any]) -> Failure:

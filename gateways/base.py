@@ -53,6 +53,17 @@ class GatewayRequestError(GatewayError):
     retryable = False
 
 
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header's delay in seconds. The HTTP-date form is legal but rare; None then,
+    and the caller's own backoff applies."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
 class WebhookRejected(Exception):
     """A webhook failed verification; ``reason`` is a short machine-readable code."""
 

@@ -24,6 +24,7 @@ from gateways.base import (
     GatewayRequestError,
     GatewayUnavailable,
     WebhookRejected,
+    retry_after_seconds,
 )
 from workflows.contract import (
     CancelRequest,
@@ -137,11 +138,7 @@ def _refund_outcome(refund: Mapping[str, Any]) -> RefundOutcome:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers["retry-after"]))
-    except (KeyError, ValueError):
-        # An HTTP-date Retry-After is legal but rare; the caller's own backoff then applies.
-        return None
+    return retry_after_seconds(response.headers.get("retry-after"))
 
 
 def _error_code(response: httpx.Response) -> tuple[str, str]:

@@ -32,6 +32,7 @@ from gateways.base import (
     GatewayRequestError,
     GatewayUnavailable,
     WebhookRejected,
+    retry_after_seconds,
 )
 from paytide.logging import get_logger
 from workflows.contract import (
@@ -213,14 +214,8 @@ def _error_body(error: stripe.StripeError) -> dict[str, Any]:
 
 
 def _retry_after(error: stripe.StripeError) -> float | None:
-    for name, value in (error.headers or {}).items():
-        if name.lower() == "retry-after":
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                # An HTTP-date Retry-After is legal but rare; the caller's own backoff applies.
-                return None
-    return None
+    headers = {name.lower(): value for name, value in (error.headers or {}).items()}
+    return retry_after_seconds(headers.get("retry-after"))
 
 
 def _translate(error: stripe.StripeError, action: str) -> GatewayError:
