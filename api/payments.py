@@ -160,6 +160,16 @@ async def create_payment(request: Request) -> Response:
     body = validate(CreatePayment, await read_json(request, state.settings.max_body_bytes))
     key = idempotency.checked_key(request.headers.get("idempotency-key"))
     key = key or idempotency.derived_key(merchant, body)
+
+    # A payment that has already ended answers from the ledger: no Temporal round trip, and it
+    # still works after the workflow has left the namespace's retention (or routing changed).
+    existing = await _ledger_row(state, merchant, key)
+    if existing is not None:
+        if existing.fingerprint != idempotency.fingerprint(body):
+            raise _key_reused()
+        if PaymentStatus(existing.status) in CLOSED_STATUSES:
+            return _answer(ledger.to_view(existing), created=False)
+
     payment = _payment_request(
         body,
         merchant=merchant,
@@ -168,15 +178,6 @@ async def create_payment(request: Request) -> Response:
         gateways=_route(state, body, merchant),
         search_key=state.settings.search_hash_key.get_secret_value(),
     )
-
-    # A payment that has already ended answers from the ledger: no Temporal round trip, and it
-    # still works after the workflow has left the namespace's retention.
-    existing = await _ledger_row(state, merchant, key)
-    if existing is not None:
-        if existing.fingerprint != payment.fingerprint:
-            raise _key_reused()
-        if PaymentStatus(existing.status) in CLOSED_STATUSES:
-            return _answer(ledger.to_view(existing), created=False)
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.settings.initiate_wait
