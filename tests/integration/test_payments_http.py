@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlmodel import select
 from temporalio.testing import WorkflowEnvironment
 
-from gateways.signing import verify
+from gateways.signing import sign, verify
+from ledger.engine import session_factory, transaction
+from ledger.models import WebhookEvent
 from tests.integration.stack import MERCHANT_SECRET, Stack, running_stack
 
 
@@ -218,3 +222,33 @@ async def test_review_queue_and_decision_over_http(
         ]
         bad = await stack.api.post(f"/payments/{payment['id']}/review", json={"decision": "maybe"})
         assert bad.status_code == 422
+
+
+async def test_verified_webhook_for_an_unknown_payment_is_recorded_and_acknowledged(
+    stack: Stack,
+) -> None:
+    """A signed event about no payment of ours: 200 (no endless retries), recorded once."""
+    event = {
+        "id": f"evt_{uuid.uuid4().hex[:20]}",
+        "type": "charge.succeeded",
+        "created": int(time.time()),
+        "data": {
+            "id": f"ch_{uuid.uuid4().hex[:20]}",
+            "status": "succeeded",
+            "amount": 100,
+            "currency": "USD",
+            "reference": "pay_not_ours",
+            "metadata": {},
+        },
+    }
+    body = json.dumps(event).encode()
+    secret = stack.settings.sandbox_webhook_secret.get_secret_value()
+    for _ in range(2):  # a re-delivery is acknowledged the same way
+        headers = {"Sandbox-Signature": sign(secret, body, int(time.time()))}
+        answer = await stack.api.post("/webhooks/sandbox", content=body, headers=headers)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["deliveries"] == ["unknown_payment"]
+
+    with transaction(session_factory(stack.engine)) as session:
+        rows = session.exec(select(WebhookEvent).where(WebhookEvent.event_id == event["id"])).all()
+    assert [(row.delivery, row.payment_id) for row in rows] == [("unknown_payment", None)]
