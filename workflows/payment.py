@@ -578,7 +578,9 @@ class PaymentWorkflow:
             self._initiated = True
             await self._transition(PaymentStatus.AUTHORIZED)
             return
-        await self._finish(status, outcome.failure if status is PaymentStatus.FAILED else None)
+        reason = self._cancel.reason if status is PaymentStatus.CANCELED and self._cancel else None
+        failure = outcome.failure if status is PaymentStatus.FAILED else None
+        await self._finish(status, failure, reason=reason)
 
     def _conflicts(self, outcome: ChargeOutcome) -> bool:
         return outcome.amount_minor is not None and (

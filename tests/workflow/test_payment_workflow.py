@@ -373,6 +373,9 @@ async def test_cancel_before_capture_cancels_at_the_gateway(
     assert view.status is PaymentStatus.CANCELED
     assert result.status is PaymentStatus.CANCELED
     assert [c.gateway_reference for c in gateway.cancel_calls] == ["ch_1"]
+    with transaction(session_factory(engine)) as session:
+        last = ledger.list_events(session, result.payment_id)[-1]
+    assert (last.status, last.reason) == ("canceled", "oops")
     assert [n.event_type for n in h.notifier.sent] == ["payment.canceled"]
 
 
