@@ -6,13 +6,20 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
+from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import Route
 from temporalio.client import Client
 
 from api.codec import decode_payloads, encode_payloads
-from api.errors import ApiError, on_api_error, on_http_exception, on_unexpected
+from api.errors import (
+    ApiError,
+    on_api_error,
+    on_database_error,
+    on_http_exception,
+    on_unexpected,
+)
 from api.health import healthz, readyz
 from api.payments import (
     cancel_payment,
@@ -70,6 +77,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> Starlet
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_exception,
+            DBAPIError: on_database_error,
             Exception: on_unexpected,
         },
     )

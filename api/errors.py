@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -11,6 +12,9 @@ from starlette.responses import JSONResponse, Response
 from paytide.logging import get_logger
 
 log = get_logger("paytide.api")
+
+# Seconds a client is asked to wait before retrying while the ledger database is unreachable.
+LEDGER_RETRY_AFTER_SECONDS = 2
 
 
 class ApiError(Exception):
@@ -67,4 +71,24 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
         "internal_error",
         "paytide hit an unexpected error; it was logged. Retry with the "
         "same Idempotency-Key: no payment is charged twice.",
+    )
+
+
+async def on_database_error(request: Request, exc: Exception) -> Response:
+    """The ledger database is unreachable: 503 with Retry-After, because a retry will work.
+
+    Only connection trouble qualifies (``OperationalError``: refused, terminated, not accepting
+    connections, SQLite busy; or a connection the pool found dead). Any other database error is
+    our bug and stays a 500.
+    """
+    assert isinstance(exc, DBAPIError)
+    if not (isinstance(exc, OperationalError) or exc.connection_invalidated):
+        return await on_unexpected(request, exc)
+    log.warning("ledger_unavailable", path=request.url.path, error=str(exc.orig).strip()[:200])
+    return error_response(
+        503,
+        "ledger_unavailable",
+        "the payment ledger is unreachable for the moment; retry after the Retry-After delay "
+        "with the same Idempotency-Key: no payment is charged twice.",
+        headers={"Retry-After": str(LEDGER_RETRY_AFTER_SECONDS)},
     )

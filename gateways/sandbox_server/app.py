@@ -24,6 +24,7 @@ from starlette.routing import Route
 from gateways.sandbox_server.charges import ChargeStore
 from gateways.sandbox_server.config import SandboxConfig
 from gateways.sandbox_server.errors import SandboxError, handle_http_error, handle_sandbox_error
+from gateways.sandbox_server.outage import MAX_OUTAGE_SECONDS, Outage
 from gateways.sandbox_server.processor import Processor
 from gateways.sandbox_server.refunds import RefundStore
 from gateways.sandbox_server.schemas import (
@@ -86,11 +87,13 @@ class _Api:
         store: ChargeStore,
         refunds: RefundStore,
         processor: Processor,
+        outage: Outage,
     ) -> None:
         self._api_key = config.api_key
         self._store = store
         self._refunds = refunds
         self._processor = processor
+        self._outage = outage
 
     def _authenticate(self, request: Request) -> None:
         token = _bearer_token(request)
@@ -101,6 +104,9 @@ class _Api:
         return JSONResponse({"status": "ok"})
 
     async def create_charge(self, request: Request) -> JSONResponse:
+        if self._outage.active:
+            # Refused before authentication, counting or parsing: nothing behind it answered.
+            raise SandboxError(503, "service_unavailable", "the sandbox processor is down; retry")
         self._authenticate(request)
         key = _idempotency_key(request)
         self._store.count_request(key)
@@ -173,6 +179,24 @@ class _Api:
         )
         return JSONResponse(charge.to_json())
 
+    async def start_outage(self, request: Request) -> JSONResponse:
+        """Test control: every ``POST /v1/charges`` answers 503 for ``seconds`` from now."""
+        self._authenticate(request)
+        seconds = (await _json_object(request)).get("seconds")
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 <= seconds <= MAX_OUTAGE_SECONDS
+        ):
+            raise SandboxError(
+                400,
+                "invalid_request",
+                f"seconds must be a number from 0 to {MAX_OUTAGE_SECONDS:.0f} (0 ends an outage)",
+            )
+        remaining = self._outage.start(float(seconds))
+        logger.warning("sandbox_outage_started", seconds=remaining)
+        return JSONResponse({"outage_seconds_remaining": remaining})
+
     async def stats(self, request: Request) -> JSONResponse:
         self._authenticate(request)
         return JSONResponse({**self._store.stats(), **self._refunds.stats()})
@@ -198,7 +222,7 @@ def create_sandbox_app(
     processor = Processor(
         config=config, store=store, refunds=refunds, dispatcher=dispatcher, tasks=tasks
     )
-    api = _Api(config, store, refunds, processor)
+    api = _Api(config, store, refunds, processor, Outage())
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -223,6 +247,7 @@ def create_sandbox_app(
         Route("/v1/refunds", api.create_refund, methods=["POST"]),
         Route("/v1/refunds/{refund_id}", api.get_refund, methods=["GET"]),
         Route("/v1/stats", api.stats, methods=["GET"]),
+        Route("/v1/_test/outage", api.start_outage, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,

@@ -782,3 +782,25 @@ async def test_invalid_refund_body_is_rejected(sandbox: Sandbox, body: Any) -> N
         "/v1/refunds", json=body, headers={"Idempotency-Key": new_key()}
     )
     assert_error(response, 400, "invalid_request")
+
+
+async def test_outage_refuses_every_charge_until_it_ends(sandbox: Sandbox) -> None:
+    """`POST /v1/_test/outage` makes charges 503 with nothing recorded; `seconds: 0` ends it."""
+    started = await sandbox.client.post("/v1/_test/outage", json={"seconds": 60})
+    assert started.status_code == 200, started.text
+    assert 0 < started.json()["outage_seconds_remaining"] <= 60
+    refused, _ = await sandbox.charge(key="key-outage")
+    assert_error(refused, 503, "service_unavailable")
+    assert (await sandbox.stats())["requests_by_key"] == {}
+    anonymous = await sandbox.client.post(
+        "/v1/_test/outage", json={"seconds": 0}, headers={"Authorization": ""}
+    )
+    assert_error(anonymous, 401, "unauthorized")
+    for bad in ({"seconds": -1}, {"seconds": "5"}, {"seconds": True}, {}):
+        refused = await sandbox.client.post("/v1/_test/outage", json=bad)
+        assert_error(refused, 400, "invalid_request")
+    ended = await sandbox.client.post("/v1/_test/outage", json={"seconds": 0})
+    assert ended.json() == {"outage_seconds_remaining": 0.0}
+    response, _ = await sandbox.charge(key="key-outage")
+    assert response.status_code == 200, response.text
+    assert (await sandbox.stats())["charges_by_key"] == {"key-outage": 1}
