@@ -151,31 +151,36 @@ def unusual_amount(
     )
 
 
-def daily_volume(rules: RiskRules, recent: queries.CustomerRecent) -> RiskFactor | None:
-    if recent.daily <= rules.daily_max_payments:
+def too_many_payments(
+    name: str, count: int, limit: int, window_seconds: float, weight: int
+) -> RiskFactor | None:
+    """The customer made more than ``limit`` earlier payments within the window."""
+    if count <= limit:
         return None
     return RiskFactor(
-        name="daily_volume",
-        weight=rules.daily_weight,
-        evidence={
-            "payments": recent.daily,
-            "limit": rules.daily_max_payments,
-            "window_seconds": int(rules.daily_window_seconds),
-        },
+        name=name,
+        weight=weight,
+        evidence={"payments": count, "limit": limit, "window_seconds": int(window_seconds)},
+    )
+
+
+def daily_volume(rules: RiskRules, recent: queries.CustomerRecent) -> RiskFactor | None:
+    return too_many_payments(
+        "daily_volume",
+        recent.daily,
+        rules.daily_max_payments,
+        rules.daily_window_seconds,
+        rules.daily_weight,
     )
 
 
 def velocity(rules: RiskRules, recent: queries.CustomerRecent) -> RiskFactor | None:
-    if recent.velocity <= rules.velocity_max_payments:
-        return None
-    return RiskFactor(
-        name="velocity",
-        weight=rules.velocity_weight,
-        evidence={
-            "payments": recent.velocity,
-            "limit": rules.velocity_max_payments,
-            "window_seconds": int(rules.velocity_window_seconds),
-        },
+    return too_many_payments(
+        "velocity",
+        recent.velocity,
+        rules.velocity_max_payments,
+        rules.velocity_window_seconds,
+        rules.velocity_weight,
     )
 
 
