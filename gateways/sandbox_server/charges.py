@@ -101,13 +101,34 @@ class Keyed:
 
 
 @dataclass
+class KeyIndex:
+    """Idempotency keys of one kind of object: what each key made, and a lock per key."""
+
+    _by_key: dict[str, Keyed] = field(default_factory=dict)
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, idempotency_key: str) -> asyncio.Lock:
+        """Serialises requests sharing a key, so a concurrent retry replays instead of redoing."""
+        return self._locks.setdefault(idempotency_key, asyncio.Lock())
+
+    def get(self, idempotency_key: str) -> Keyed | None:
+        return self._by_key.get(idempotency_key)
+
+    def put(self, idempotency_key: str, object_id: str, fingerprint: str) -> None:
+        self._by_key[idempotency_key] = Keyed(object_id, fingerprint)
+
+    def used(self) -> list[str]:
+        """Every key that made an object."""
+        return list(self._by_key)
+
+
+@dataclass
 class ChargeStore:
     charges: dict[str, Charge] = field(default_factory=dict)
     requests_by_key: Counter[str] = field(default_factory=Counter)
     charges_by_reference: Counter[str] = field(default_factory=Counter)
-    _by_key: dict[str, Keyed] = field(default_factory=dict)
-    _captures_by_key: dict[str, Keyed] = field(default_factory=dict)
-    _key_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    keys: KeyIndex = field(default_factory=KeyIndex)
+    capture_keys: KeyIndex = field(default_factory=KeyIndex)
 
     def count_request(self, idempotency_key: str) -> int:
         """Record one more request under the key; return how many there have been."""
@@ -115,25 +136,24 @@ class ChargeStore:
         return self.requests_by_key[idempotency_key]
 
     def key_lock(self, idempotency_key: str) -> asyncio.Lock:
-        """Serialises requests sharing a key, so a concurrent retry replays instead of charging."""
-        return self._key_locks.setdefault(idempotency_key, asyncio.Lock())
+        return self.keys.lock(idempotency_key)
 
     def for_key(self, idempotency_key: str) -> tuple[Charge, str] | None:
-        keyed = self._by_key.get(idempotency_key)
+        keyed = self.keys.get(idempotency_key)
         if keyed is None:
             return None
         return self.charges[keyed.object_id], keyed.fingerprint
 
     def add(self, charge: Charge, idempotency_key: str, fingerprint: str) -> None:
         self.charges[charge.id] = charge
-        self._by_key[idempotency_key] = Keyed(charge.id, fingerprint)
+        self.keys.put(idempotency_key, charge.id, fingerprint)
         self.charges_by_reference[charge.reference] += 1
 
     def capture_for_key(self, idempotency_key: str) -> Keyed | None:
-        return self._captures_by_key.get(idempotency_key)
+        return self.capture_keys.get(idempotency_key)
 
     def add_capture(self, charge_id: str, idempotency_key: str, fingerprint: str) -> None:
-        self._captures_by_key[idempotency_key] = Keyed(charge_id, fingerprint)
+        self.capture_keys.put(idempotency_key, charge_id, fingerprint)
 
     def get(self, charge_id: str) -> Charge | None:
         return self.charges.get(charge_id)
@@ -142,6 +162,6 @@ class ChargeStore:
         return {
             "charges_by_reference": dict(self.charges_by_reference),
             # A key makes at most one charge, so this says which keys made one.
-            "charges_by_key": dict.fromkeys(self._by_key, 1),
+            "charges_by_key": dict.fromkeys(self.keys.used(), 1),
             "requests_by_key": dict(self.requests_by_key),
         }

@@ -266,12 +266,7 @@ class Processor:
                     f"the charge is {charge.status}; only an authorized charge can be captured",
                     details={"charge": charge.to_json()},
                 )
-            if body.currency is not None and body.currency != charge.currency:
-                raise SandboxError(
-                    400,
-                    "currency_mismatch",
-                    f"the charge is in {charge.currency}, not {body.currency}",
-                )
+            _same_currency(charge, body.currency)
             amount = charge.amount if body.amount is None else body.amount
             if amount > charge.amount:
                 raise SandboxError(
@@ -328,10 +323,7 @@ class Processor:
                 f"the charge is {charge.status}; only a succeeded charge can be refunded",
                 details={"charge": charge.to_json()},
             )
-        if body.currency is not None and body.currency != charge.currency:
-            raise SandboxError(
-                400, "currency_mismatch", f"the charge is in {charge.currency}, not {body.currency}"
-            )
+        _same_currency(charge, body.currency)
         already = self._refunds.committed(charge.id)
         if already + body.amount > charge.amount_captured:
             raise SandboxError(
@@ -360,3 +352,11 @@ class Processor:
         if refund is None:
             raise SandboxError(404, "not_found", f"no refund {refund_id!r}")
         return refund
+
+
+def _same_currency(charge: Charge, currency: str | None) -> None:
+    """A capture or refund names the charge's currency, or none at all."""
+    if currency is not None and currency != charge.currency:
+        raise SandboxError(
+            400, "currency_mismatch", f"the charge is in {charge.currency}, not {currency}"
+        )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from gateways.sandbox_server.charges import ChargeFailure, Keyed
+from gateways.sandbox_server.charges import ChargeFailure, KeyIndex
 
 
 class RefundStatus(StrEnum):
@@ -61,22 +61,20 @@ class Refund:
 class RefundStore:
     refunds: dict[str, Refund] = field(default_factory=dict)
     refunds_by_charge: Counter[str] = field(default_factory=Counter)
-    _by_key: dict[str, Keyed] = field(default_factory=dict)
-    _key_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    keys: KeyIndex = field(default_factory=KeyIndex)
 
     def key_lock(self, idempotency_key: str) -> asyncio.Lock:
-        """Serialises refund requests sharing a key, so a concurrent retry replays."""
-        return self._key_locks.setdefault(idempotency_key, asyncio.Lock())
+        return self.keys.lock(idempotency_key)
 
     def for_key(self, idempotency_key: str) -> tuple[Refund, str] | None:
-        keyed = self._by_key.get(idempotency_key)
+        keyed = self.keys.get(idempotency_key)
         if keyed is None:
             return None
         return self.refunds[keyed.object_id], keyed.fingerprint
 
     def add(self, refund: Refund, idempotency_key: str, fingerprint: str) -> None:
         self.refunds[refund.id] = refund
-        self._by_key[idempotency_key] = Keyed(refund.id, fingerprint)
+        self.keys.put(idempotency_key, refund.id, fingerprint)
         self.refunds_by_charge[refund.charge] += 1
 
     def get(self, refund_id: str) -> Refund | None:
