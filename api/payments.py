@@ -8,6 +8,7 @@ import binascii
 import contextlib
 import random
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -154,6 +155,18 @@ async def _ledger_row(state: ApiState, merchant: str, key: str) -> Payment | Non
     return await run_in_threadpool(read)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Initiated:
+    """The workflow's (or the ledger's) word on a payment, before it becomes an HTTP answer."""
+
+    view: PaymentView
+    created: bool
+
+
+# A 202 carries nothing request-specific, so every waiting copy can be sent the same one.
+_Initiation = _Initiated | JSONResponse
+
+
 async def create_payment(request: Request) -> Response:
     state = state_of(request)
     merchant = merchant_of(request)
@@ -161,6 +174,17 @@ async def create_payment(request: Request) -> Response:
     key = idempotency.checked_key(request.headers.get("idempotency-key"))
     key = key or idempotency.derived_key(merchant, body)
 
+    outcome, leader = await state.initiations.run(
+        (merchant, key, idempotency.fingerprint(body)),
+        lambda: _initiate(state, body, merchant, key),
+    )
+    if isinstance(outcome, JSONResponse):
+        return outcome
+    # Only the copy that did the work can have created the payment; the others are replays.
+    return _answer(outcome.view, created=outcome.created and leader)
+
+
+async def _initiate(state: ApiState, body: CreatePayment, merchant: str, key: str) -> _Initiation:
     # A payment that has already ended answers from the ledger: no Temporal round trip, and it
     # still works after the workflow has left the namespace's retention (or routing changed).
     existing = await _ledger_row(state, merchant, key)
@@ -168,7 +192,7 @@ async def create_payment(request: Request) -> Response:
         if existing.fingerprint != idempotency.fingerprint(body):
             raise _key_reused()
         if PaymentStatus(existing.status) in CLOSED_STATUSES:
-            return _answer(ledger.to_view(existing), created=False)
+            return _Initiated(view=ledger.to_view(existing), created=False)
 
     payment = _payment_request(
         body,
@@ -181,6 +205,7 @@ async def create_payment(request: Request) -> Response:
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.settings.initiate_wait
+    backoff = 0.02
     while True:
         try:
             # Bounded: with no worker polling, the server would hold this call open.
@@ -195,10 +220,12 @@ async def create_payment(request: Request) -> Response:
             raise _from_update_failure(error) from None
         except (WorkflowAlreadyStartedError, RPCError) as error:
             if isinstance(error, RPCError) and error.status is RPCStatusCode.RESOURCE_EXHAUSTED:
-                # Temporal caps in-flight updates per workflow (10 by default): a burst of
-                # retries of one request waits its turn, within the same time budget.
+                # Temporal caps in-flight updates per workflow (10 by default): copies of one
+                # request arriving at other API processes wait their turn, within the same time
+                # budget, backing off so that they do not keep the server busy refusing them.
                 if loop.time() < deadline:
-                    await asyncio.sleep(random.uniform(0.02, 0.12))
+                    await asyncio.sleep(random.uniform(backoff / 2, backoff))
+                    backoff = min(backoff * 2, 0.5)
                     continue
                 return await _accepted_after_check(state, payment, merchant, key)
             if isinstance(error, RPCError) and error.status is not RPCStatusCode.ALREADY_EXISTS:
@@ -221,7 +248,7 @@ async def create_payment(request: Request) -> Response:
         payment_id=payment.payment_id,
         status=result.payment.status.value,
     )
-    return _answer(result.payment, created=created)
+    return _Initiated(view=result.payment, created=created)
 
 
 async def _update_with_start(
@@ -260,7 +287,7 @@ async def _update_with_start(
 
 async def _accepted_after_check(
     state: ApiState, payment: PaymentRequest, merchant: str, key: str
-) -> Response:
+) -> JSONResponse:
     """202 without the workflow's word: check the key against the ledger's fingerprint first."""
     row = await _ledger_row(state, merchant, key)
     if row is not None and row.fingerprint != payment.fingerprint:
@@ -291,7 +318,7 @@ def _from_update_failure(error: WorkflowUpdateFailedError) -> ApiError:
     raise error
 
 
-async def _replay_from_ledger(state: ApiState, merchant: str, key: str, fp: str) -> Response:
+async def _replay_from_ledger(state: ApiState, merchant: str, key: str, fp: str) -> _Initiated:
     row = await _ledger_row(state, merchant, key)
     if row is None:
         raise ApiError(
@@ -302,7 +329,7 @@ async def _replay_from_ledger(state: ApiState, merchant: str, key: str, fp: str)
         )
     if row.fingerprint != fp:
         raise _key_reused()
-    return _answer(ledger.to_view(row), created=False)
+    return _Initiated(view=ledger.to_view(row), created=False)
 
 
 def _accepted(payment: PaymentRequest) -> JSONResponse:

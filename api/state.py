@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from api.coalesce import Coalescer
 from gateways.base import WebhookVerifier
 from ledger.engine import SessionFactory
 from paytide.settings import Settings
@@ -22,3 +24,5 @@ class ApiState:
     sessions: SessionFactory
     http: httpx.AsyncClient
     verifiers: dict[GatewayName, WebhookVerifier]
+    # (merchant, idempotency key, body fingerprint) -> the initiation in progress.
+    initiations: Coalescer[tuple[str, str, str], Any] = field(default_factory=Coalescer)
