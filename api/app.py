@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from importlib.metadata import version
 
 import httpx
 from sqlalchemy.exc import DBAPIError
@@ -21,6 +22,7 @@ from api.errors import (
     on_unexpected,
 )
 from api.health import healthz, readyz
+from api.openapi import build_spec, openapi_json
 from api.payments import (
     cancel_payment,
     capture_payment,
@@ -39,6 +41,7 @@ from paytide.temporal import connect
 ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
     Route("/payments", create_payment, methods=["POST"]),
     Route("/payments", list_payments, methods=["GET"]),
     Route("/payments/{payment_id}", get_payment, methods=["GET"]),
@@ -71,7 +74,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> Starlet
             finally:
                 engine.dispose()
 
-    return Starlette(
+    app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
         exception_handlers={
@@ -81,3 +84,5 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> Starlet
             Exception: on_unexpected,
         },
     )
+    app.state.openapi = build_spec(version("paytide"))
+    return app

@@ -147,9 +147,7 @@ def _parse(data: Any, cors: dict[str, str]) -> list[Payload]:
     if not isinstance(data, dict):
         raise invalid('expected a JSON object {"payloads": [...]}')
     # proto3 JSON leaves out an empty list: the CLI sends `{}` for a query without arguments.
-    items = data.get("payloads")
-    if items is None:
-        items = []
+    items = data.get("payloads", [])
     if not isinstance(items, list):
         raise invalid('"payloads" must be a list of payloads')
     payloads: list[Payload] = []

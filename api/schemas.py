@@ -31,7 +31,13 @@ class Location(Strict):
 
 class CreatePayment(Strict):
     amount: Annotated[StrictInt, Field(gt=0, le=MAX_AMOUNT_MINOR, description="minor units")]
-    currency: Annotated[str, Field(description="ISO 4217 code, upper case")]
+    currency: Annotated[
+        str,
+        Field(
+            description="ISO 4217 code, upper case",
+            json_schema_extra={"enum": sorted(CURRENCY_EXPONENTS)},
+        ),
+    ]
     customer_id: Identifier
     payment_method: Identifier
     order_id: Identifier

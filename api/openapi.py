@@ -1,0 +1,410 @@
+"""``GET /openapi.json``: the API described as OpenAPI 3.1, built from the same pydantic models
+that validate requests, so the spec cannot drift from what the handlers accept.
+
+Response shapes are described here as models of their own. They leave extra properties open:
+a client must tolerate new fields, and the schema test (schemathesis against the live app)
+checks that every answer the API gives still fits them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from api.schemas import CancelBody, CaptureBody, CreatePayment, ReviewBody
+from workflows.contract import CaptureMethod, GatewayName, PaymentStatus
+
+COMPONENTS = "#/components/schemas/{model}"
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable, stable; see docs/api.md")
+    message: str = Field(description="what is wrong and what to do, for a human")
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class RiskFactorOut(BaseModel):
+    name: str
+    weight: int
+    evidence: dict[str, int | str]
+
+
+class FailureOut(BaseModel):
+    code: str
+    message: str
+    retryable: bool
+
+
+class NextActionOut(BaseModel):
+    type: str
+    redirect_url: str | None = None
+
+
+class PaymentOut(BaseModel):
+    id: str
+    object: Literal["payment"]
+    status: PaymentStatus
+    amount: int = Field(description="minor units")
+    currency: str
+    customer_id: str
+    order_id: str
+    capture: CaptureMethod
+    gateway: GatewayName | None
+    gateway_reference: str | None
+    risk_score: int | None
+    risk_factors: list[RiskFactorOut]
+    failure: FailureOut | None
+    created_at: str
+    updated_at: str
+    client_secret: str | None = Field(default=None, description="only in requires_action")
+    next_action: NextActionOut | None = Field(default=None, description="only in requires_action")
+
+
+class AcceptedPayment(BaseModel):
+    """A 202: the payment exists (or will in a moment); poll its Location."""
+
+    id: str
+    object: Literal["payment"]
+    status: PaymentStatus
+    amount: int
+    currency: str
+
+
+class PaymentList(BaseModel):
+    object: Literal["list"]
+    data: list[PaymentOut]
+    next_cursor: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyPart(BaseModel):
+    ready: bool
+    detail: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    parts: dict[str, ReadyPart]
+    gateways: dict[str, str]
+
+
+class WebhookReceipt(BaseModel):
+    received: int
+    deliveries: list[str]
+
+
+class CodecPayload(BaseModel):
+    """A Temporal Payload in proto3 JSON, where null means the field's default."""
+
+    metadata: dict[str, str] | None = Field(default=None, description="base64 values")
+    data: str | None = Field(default=None, description="base64")
+
+
+class CodecPayloads(BaseModel):
+    # proto3 JSON leaves an empty list out, so `{}` is a valid (empty) request.
+    payloads: list[CodecPayload] = Field(default_factory=list)
+
+
+_MODELS: list[type[BaseModel]] = [
+    CreatePayment,
+    CancelBody,
+    CaptureBody,
+    ReviewBody,
+    ErrorBody,
+    PaymentOut,
+    AcceptedPayment,
+    PaymentList,
+    Health,
+    Readiness,
+    WebhookReceipt,
+    CodecPayloads,
+]
+
+_ERROR_TEXT = {
+    400: "malformed request (JSON, header or query)",
+    401: "missing or unusable credentials",
+    403: "the credentials may not do this",
+    404: "no such resource for this merchant",
+    405: "method not allowed",
+    409: "the resource's state does not allow this now",
+    413: "body too large",
+    422: "validation failed; details name each field",
+    429: "rate limited; see Retry-After",
+    503: "a dependency is unreachable; retry after Retry-After",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Operation:
+    method: str
+    path: str
+    summary: str
+    ok: dict[int, tuple[str, type[BaseModel] | None]]
+    errors: tuple[int, ...]
+    body: type[BaseModel] | None = None
+    body_required: bool = True
+    parameters: list[dict[str, Any]] = field(default_factory=list)
+    tag: str = "payments"
+    # Operations that take this one's answer `id` as their `payment_id` (OpenAPI links), so a
+    # client generator or a stateful fuzzer can follow a payment from its creation.
+    leads_to: tuple[str, ...] = ()
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": COMPONENTS.format(model=model.__name__)}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_PAYMENT_ID = {
+    "name": "payment_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+}
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "1-255 visible ASCII characters; the same key never charges twice",
+}
+_STATUSES = [s.value for s in PaymentStatus]
+_COMMON_ERRORS = (401, 429, 503)
+
+OPERATIONS: list[Operation] = [
+    Operation(
+        method="get",
+        path="/healthz",
+        summary="The process is alive",
+        ok={200: ("alive", Health)},
+        errors=(),
+        tag="health",
+    ),
+    Operation(
+        method="get",
+        path="/readyz",
+        summary="Each part paytide needs is usable (503 when one is not)",
+        ok={200: ("ready", Readiness), 503: ("not ready", Readiness)},
+        errors=(),
+        tag="health",
+    ),
+    Operation(
+        method="get",
+        path="/openapi.json",
+        summary="This document",
+        ok={200: ("OpenAPI 3.1", None)},
+        errors=(),
+        tag="health",
+    ),
+    Operation(
+        method="post",
+        path="/payments",
+        summary="Start a payment, or join the one started under the same Idempotency-Key",
+        ok={
+            201: ("created", PaymentOut),
+            200: ("replayed (header Idempotent-Replayed: true)", PaymentOut),
+            202: ("accepted; poll Location", AcceptedPayment),
+        },
+        errors=(400, 409, 413, 422, *_COMMON_ERRORS),
+        body=CreatePayment,
+        parameters=[_IDEMPOTENCY_KEY],
+        leads_to=(
+            "/payments/{payment_id}",
+            "/payments/{payment_id}/cancel",
+            "/payments/{payment_id}/capture",
+            "/payments/{payment_id}/review",
+        ),
+    ),
+    Operation(
+        method="get",
+        path="/payments",
+        summary="List payments, newest first",
+        ok={200: ("a page", PaymentList)},
+        errors=(400, *_COMMON_ERRORS),
+        parameters=[
+            _query("customer_id", {"type": "string"}, "only this customer's payments"),
+            _query("status", {"type": "string", "enum": _STATUSES}, "only this status"),
+            _query("created_after", {"type": "string"}, "ISO 8601 time"),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "page size"),
+            _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+        ],
+    ),
+    Operation(
+        method="get",
+        path="/payments/{payment_id}",
+        summary="One payment",
+        ok={200: ("the payment", PaymentOut)},
+        errors=(404, *_COMMON_ERRORS),
+        parameters=[_PAYMENT_ID],
+    ),
+    Operation(
+        method="post",
+        path="/payments/{payment_id}/cancel",
+        summary="Cancel a payment that has not settled",
+        ok={200: ("canceled", PaymentOut)},
+        errors=(400, 404, 409, 413, 422, *_COMMON_ERRORS),
+        body=CancelBody,
+        body_required=False,
+        parameters=[_PAYMENT_ID],
+    ),
+    Operation(
+        method="post",
+        path="/payments/{payment_id}/capture",
+        summary="Capture an authorized payment (all of it, or less)",
+        ok={200: ("captured, or failed with the gateway's reason", PaymentOut)},
+        errors=(400, 404, 409, 413, 422, *_COMMON_ERRORS),
+        body=CaptureBody,
+        body_required=False,
+        parameters=[_PAYMENT_ID],
+    ),
+    Operation(
+        method="post",
+        path="/payments/{payment_id}/review",
+        summary="An operator's decision on a payment in review",
+        ok={200: ("decided", PaymentOut)},
+        errors=(400, 403, 404, 409, 413, 422, *_COMMON_ERRORS),
+        body=ReviewBody,
+        parameters=[_PAYMENT_ID],
+        tag="operators",
+    ),
+    Operation(
+        method="get",
+        path="/reviews",
+        summary="Payments waiting for an operator's decision",
+        ok={200: ("the queue", PaymentList)},
+        errors=(400, 403, *_COMMON_ERRORS),
+        parameters=[_query("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "at most")],
+        tag="operators",
+    ),
+    Operation(
+        method="post",
+        path="/webhooks/{gateway}",
+        summary="A gateway's signed event; verified before it is parsed or stored",
+        ok={200: ("recorded (Adyen is answered with the text [accepted])", WebhookReceipt)},
+        errors=(400, 404, 413, 503),
+        parameters=[
+            {
+                "name": "gateway",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "enum": [g.value for g in GatewayName]},
+            }
+        ],
+        tag="webhooks",
+    ),
+    Operation(
+        method="post",
+        path="/codec/encode",
+        summary="Encrypt payloads for the Temporal Web UI and CLI",
+        ok={200: ("encoded", CodecPayloads)},
+        errors=(400, 401, 403, 413),
+        body=CodecPayloads,
+        tag="codec",
+    ),
+    Operation(
+        method="post",
+        path="/codec/decode",
+        summary="Decrypt payloads for the Temporal Web UI and CLI",
+        ok={200: ("decoded", CodecPayloads)},
+        errors=(400, 401, 403, 413),
+        body=CodecPayloads,
+        tag="codec",
+    ),
+]
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for status, (description, model) in op.ok.items():
+        schema = _ref(model) if model else {"type": "object"}
+        content: dict[str, Any] = {"application/json": {"schema": schema}}
+        if op.path.startswith("/webhooks/") and status == 200:
+            content["text/plain"] = {"schema": {"type": "string"}}
+        responses[str(status)] = {"description": description, "content": content}
+        if op.leads_to:
+            responses[str(status)]["links"] = {
+                operation_id(_method_of(path), path): {
+                    "operationId": operation_id(_method_of(path), path),
+                    "parameters": {"payment_id": "$response.body#/id"},
+                }
+                for path in op.leads_to
+            }
+    for status in op.errors:
+        responses[str(status)] = {
+            "description": _ERROR_TEXT[status],
+            "content": {"application/json": {"schema": _ref(ErrorBody)}},
+        }
+    spec: dict[str, Any] = {
+        "summary": op.summary,
+        "operationId": operation_id(op.method, op.path),
+        "tags": [op.tag],
+        "responses": responses,
+    }
+    if op.parameters:
+        spec["parameters"] = op.parameters
+    if op.body is not None:
+        spec["requestBody"] = {
+            "required": op.body_required,
+            "content": {"application/json": {"schema": _ref(op.body)}},
+        }
+    elif op.path.startswith("/webhooks/"):
+        spec["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    return spec
+
+
+def _method_of(path: str) -> str:
+    return next(op.method for op in OPERATIONS if op.path == path)
+
+
+def build_spec(version: str) -> dict[str, Any]:
+    _, schemas = models_json_schema(
+        [(model, "validation") for model in _MODELS], ref_template=COMPONENTS
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "paytide",
+            "version": version,
+            "description": "Durable payments on Temporal. Errors are always "
+            '{"error": {"code", "message", "details"}}; see docs/api.md.',
+        },
+        "paths": paths,
+        "components": {"schemas": schemas.get("$defs", {})},
+    }
+
+
+def operation_id(method: str, path: str) -> str:
+    words = path.strip("/").replace("{", "").replace("}", "").replace(".", "_").split("/")
+    return "_".join([method, *words])
+
+
+async def openapi_json(request: Request) -> Response:
+    spec: dict[str, Any] = request.app.state.openapi
+    return JSONResponse(spec)
