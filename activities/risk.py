@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
+from sqlmodel import Session
 from temporalio import activity
 
 from ledger import risk as queries
@@ -297,7 +298,11 @@ class RiskActivities:
 
     @activity.defn(name="score_risk")
     def score_risk(self, risk_input: RiskInput) -> RiskAssessment:
-        request = risk_input.request
+        with transaction(self._sessions) as session:
+            return self.score_in(session, risk_input.request)
+
+    def score_in(self, session: Session, request: PaymentRequest) -> RiskAssessment:
+        """Score ``request`` and save the assessment, inside the caller's transaction."""
         subject = queries.Subject(
             payment_id=request.payment_id,
             merchant_id=request.merchant_id,
@@ -308,17 +313,16 @@ class RiskActivities:
             country=request.risk.country or None,
         )
         windows = self._rules.windows(utcnow())
-        with transaction(self._sessions) as session:
-            signals = queries.read_signals(session, self._query, subject, windows)
-            factors = evaluate(self._rules, request, signals)
-            total = score(factors)
-            queries.save_assessment(
-                session,
-                payment_id=request.payment_id,
-                score=total,
-                factors=[asdict(factor) for factor in factors],
-                model_version=MODEL_VERSION,
-            )
+        signals = queries.read_signals(session, self._query, subject, windows)
+        factors = evaluate(self._rules, request, signals)
+        total = score(factors)
+        queries.save_assessment(
+            session,
+            payment_id=request.payment_id,
+            score=total,
+            factors=[asdict(factor) for factor in factors],
+            model_version=MODEL_VERSION,
+        )
         activity.logger.info(
             "risk scored",
             extra={

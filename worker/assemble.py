@@ -10,6 +10,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.admission import AdmissionActivities
 from activities.gateway import GatewayActivities
 from activities.ledger import LedgerActivities
 from activities.notify import NotificationActivities
@@ -22,10 +23,13 @@ from workflows.payment import PaymentWorkflow
 
 WORKFLOWS = [PaymentWorkflow]
 
-# The SDK logs a failed workflow activation from inside the sandbox; our log formatter
-# (structlog) must then be the real module, not a sandboxed re-import that reads os.environ.
+# Every module passes through the sandbox: imported once per worker, not once per workflow run.
+# Re-importing the workflow's modules for each run cost more than the rest of a payment's first
+# workflow task (docs/performance.md). The sandbox still refuses non-deterministic calls
+# (clocks, randomness, I/O) from workflow code; what is given up is isolation of module-level
+# state between runs, and paytide's workflow modules keep none.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules("structlog")
+    restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
 )
 
 
@@ -41,6 +45,7 @@ def build_worker(
 ) -> Worker:
     ledger = LedgerActivities(sessions)
     risk = RiskActivities.from_settings(sessions, settings)
+    admission = AdmissionActivities(sessions, risk)
     gateway = GatewayActivities(gateways)
     secret = settings.merchant_callback_secret
     ops_secret = settings.ops_alert_secret
@@ -61,6 +66,7 @@ def build_worker(
             ledger.record_transition,
             ledger.record_notification_failure,
             risk.score_risk,
+            admission.admit_payment,
             gateway.charge,
             gateway.reconcile,
             gateway.cancel,

@@ -280,6 +280,16 @@ class Transition:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Admission:
+    """The first two transitions and the risk score, written in one local activity and one
+    database transaction: each local activity on the way to the charge adds to the time the
+    merchant waits for POST /payments."""
+
+    received: Transition
+    risk_check: Transition
+
+
+@dataclass(frozen=True, kw_only=True)
 class PaymentView:
     """The payment as the API shows it, built from workflow state."""
 

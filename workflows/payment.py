@@ -18,12 +18,14 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
 with workflow.unsafe.imports_passed_through():
+    from activities.admission import AdmissionActivities
     from activities.gateway import GatewayActivities
     from activities.ledger import LedgerActivities
     from activities.notify import NotificationActivities
     from activities.risk import RiskActivities
     from paytide import search_attributes as sa
     from workflows.contract import (
+        Admission,
         CancelPayment,
         CancelRequest,
         CaptureMethod,
@@ -53,6 +55,10 @@ with workflow.unsafe.imports_passed_through():
         RiskInput,
         Transition,
     )
+
+# Payments started after this change record `received` and `risk_check` and score the risk in one
+# local activity (admit_payment); running payments replay the three steps they recorded.
+ADMIT_IN_ONE_STEP = "admit-in-one-local-activity"
 
 # The ledger is ours: keep trying rather than lose a record. An outage stalls, never drops.
 LEDGER_RETRY = RetryPolicy(
@@ -143,10 +149,7 @@ class PaymentWorkflow:
     @workflow.run
     async def run(self, input: PaymentInput) -> PaymentView:
         self._upsert_static_search_attributes()
-        await self._transition(PaymentStatus.RECEIVED, request=self._request)
-
-        await self._transition(PaymentStatus.RISK_CHECK)
-        self._risk = await self._score_risk()
+        self._risk = await self._admission()
         if self._risk.score >= self._settings.risk_block_score:
             await self._finish(
                 PaymentStatus.BLOCKED,
@@ -845,6 +848,29 @@ class PaymentWorkflow:
 
     # ---- Recording ------------------------------------------------------------------------
 
+    async def _admission(self) -> RiskAssessment:
+        """``received`` and ``risk_check`` in the ledger, and the payment's risk score."""
+        if workflow.patched(ADMIT_IN_ONE_STEP):
+            return await self._admit()
+        await self._transition(PaymentStatus.RECEIVED, request=self._request)
+        await self._transition(PaymentStatus.RISK_CHECK)
+        return await self._score_risk()
+
+    async def _admit(self) -> RiskAssessment:
+        admission = Admission(
+            received=self._enter(PaymentStatus.RECEIVED, request=self._request),
+            risk_check=self._enter(PaymentStatus.RISK_CHECK),
+        )
+        risk = await workflow.execute_local_activity_method(
+            AdmissionActivities.admit_payment,
+            admission,
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=LEDGER_RETRY,
+            summary="ledger: received, risk_check; fraud score",
+        )
+        workflow.upsert_search_attributes([sa.RISK_SCORE.value_set(risk.score)])
+        return risk
+
     async def _score_risk(self) -> RiskAssessment:
         risk = await workflow.execute_local_activity_method(
             RiskActivities.score_risk,
@@ -883,6 +909,34 @@ class PaymentWorkflow:
         failure: Failure | None = None,
         request: PaymentRequest | None = None,
     ) -> None:
+        transition = self._enter(
+            status,
+            reason=reason,
+            gateway=gateway,
+            gateway_reference=gateway_reference,
+            failure=failure,
+            request=request,
+        )
+        await workflow.execute_local_activity_method(
+            LedgerActivities.record_transition,
+            transition,
+            start_to_close_timeout=timedelta(seconds=10),
+            retry_policy=LEDGER_RETRY,
+            summary=f"ledger: {status.value}",
+        )
+
+    def _enter(
+        self,
+        status: PaymentStatus,
+        *,
+        reason: str | None = None,
+        gateway: GatewayName | None = None,
+        gateway_reference: str | None = None,
+        failure: Failure | None = None,
+        request: PaymentRequest | None = None,
+    ) -> Transition:
+        """Move to ``status`` in the workflow and its search attributes; the ledger write it
+        returns is the caller's to run."""
         self._seq += 1
         self._status = status
         self._updated_at = workflow.now().isoformat()
@@ -897,25 +951,19 @@ class PaymentWorkflow:
             status.value,
             extra={"payment_id": self._request.payment_id, "status": status.value},
         )
-        await workflow.execute_local_activity_method(
-            LedgerActivities.record_transition,
-            Transition(
-                payment_id=self._request.payment_id,
-                workflow_id=workflow.info().workflow_id,
-                seq=self._seq,
-                status=status,
-                reason=reason,
-                gateway=gateway,
-                gateway_reference=gateway_reference
-                or (self._outcome.gateway_reference if self._outcome else None),
-                risk=self._risk,
-                failure=failure,
-                request=request,
-                at=self._updated_at,
-            ),
-            start_to_close_timeout=timedelta(seconds=10),
-            retry_policy=LEDGER_RETRY,
-            summary=f"ledger: {status.value}",
+        return Transition(
+            payment_id=self._request.payment_id,
+            workflow_id=workflow.info().workflow_id,
+            seq=self._seq,
+            status=status,
+            reason=reason,
+            gateway=gateway,
+            gateway_reference=gateway_reference
+            or (self._outcome.gateway_reference if self._outcome else None),
+            risk=self._risk,
+            failure=failure,
+            request=request,
+            at=self._updated_at,
         )
 
     def _current_details(self, reason: str | None) -> str:

@@ -69,17 +69,20 @@ def _without_search_attributes(history: History) -> History:
 
 
 def _without_sdk_bookkeeping(history: History) -> History:
-    """A copy without the SDK's own local-activity marker record (sequence number, attempt,
-    activity type, times): Core writes it unencoded and it holds no payment data. The marker's
-    result, the activity's return value, stays."""
+    """A copy without the SDK's own marker records, which Core writes unencoded and which hold
+    no payment data: a local activity's bookkeeping (sequence number, attempt, activity type,
+    times) and a ``workflow.patched`` marker's patch id. A local activity's result, its return
+    value, stays and must be ciphertext."""
     stripped = History()
     stripped.CopyFrom(history)
     for event in stripped.events:
         marker = event.marker_recorded_event_attributes
-        if event.HasField("marker_recorded_event_attributes") and (
-            marker.marker_name == "core_local_activity"
-        ):
+        if not event.HasField("marker_recorded_event_attributes"):
+            continue
+        if marker.marker_name == "core_local_activity":
             del marker.details["data"]
+        elif marker.marker_name == "core_patch":
+            del marker.details["patch-data"]
     return stripped
 
 

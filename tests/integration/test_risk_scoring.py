@@ -14,17 +14,20 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 from temporalio.testing import ActivityEnvironment
 
+from activities.admission import AdmissionActivities
 from activities.risk import MODEL_VERSION, RiskActivities, RiskRules
 from ledger.engine import session_factory
-from ledger.models import Payment, RiskAssessmentRecord, utcnow
+from ledger.models import Payment, PaymentEvent, RiskAssessmentRecord, utcnow
 from ledger.risk import get_assessment
 from workflows.contract import (
+    Admission,
     PaymentRequest,
     PaymentStatus,
     RiskAssessment,
     RiskContext,
     RiskFactor,
     RiskInput,
+    Transition,
 )
 
 pytestmark = pytest.mark.integration
@@ -485,3 +488,60 @@ def test_history_rules_read_only_the_latest_successes(ledger: Ledger) -> None:
     assert fired is not None
     assert fired.evidence["average_minor"] == 1000
     assert fired.evidence["succeeded_payments"] == 2
+
+
+def _admission(request: PaymentRequest) -> Admission:
+    workflow_id = f"payment-{request.merchant_id}-{request.idempotency_key}"
+    common = {
+        "payment_id": request.payment_id,
+        "workflow_id": workflow_id,
+        "at": utcnow().isoformat(),
+    }
+    return Admission(
+        received=Transition(seq=1, status=PaymentStatus.RECEIVED, request=request, **common),
+        risk_check=Transition(seq=2, status=PaymentStatus.RISK_CHECK, **common),
+    )
+
+
+def test_admission_records_both_transitions_and_the_score_once_however_often_it_runs(
+    ledger: Ledger,
+) -> None:
+    """admit_payment writes received, risk_check and one assessment; a retry adds nothing."""
+    ledger.add(6, ago=2 * MINUTE, amount=500_000)
+    request = ledger.request(amount=1_000_001)
+    sessions = session_factory(ledger.engine)
+    admit = AdmissionActivities(sessions, RiskActivities(sessions)).admit_payment
+    first = ActivityEnvironment().run(admit, _admission(request))
+    second = ActivityEnvironment().run(admit, _admission(request))
+    assert first.score == second.score == 80
+    with Session(ledger.engine) as session:
+        events = session.exec(
+            select(PaymentEvent.status)
+            .where(col(PaymentEvent.payment_id) == request.payment_id)
+            .order_by(col(PaymentEvent.seq))
+        ).all()
+        row = session.get(Payment, request.payment_id)
+        assessments = session.exec(
+            select(func.count())
+            .select_from(RiskAssessmentRecord)
+            .where(col(RiskAssessmentRecord.payment_id) == request.payment_id)
+        ).one()
+    assert list(events) == ["received", "risk_check"]
+    assert row is not None
+    assert row.status == "risk_check"
+    assert row.last_seq == 2
+    assert assessments == 1
+
+
+def test_admission_scores_the_payment_as_score_risk_would(ledger: Ledger) -> None:
+    """Scoring inside the admission transaction sees the same history as the separate step."""
+    ledger.add(2, ago=MINUTE)
+    request = ledger.request()
+    sessions = session_factory(ledger.engine)
+    rules = RiskRules(velocity_max_payments=1, velocity_weight=7)
+    admitted = ActivityEnvironment().run(
+        AdmissionActivities(sessions, RiskActivities(sessions, rules)).admit_payment,
+        _admission(request),
+    )
+    assert admitted.score == 7
+    assert names(admitted) == {"velocity"}

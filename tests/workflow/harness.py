@@ -10,11 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
+from sqlmodel import Session
 from temporalio import activity
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.admission import AdmissionActivities
 from activities.gateway import GatewayActivities
 from activities.ledger import LedgerActivities
 from activities.risk import RiskActivities
@@ -49,9 +51,24 @@ SETTINGS = WorkflowSettings(
 def fixed_risk(score: int) -> Callable[[RiskInput], Awaitable[RiskAssessment]]:
     @activity.defn(name="score_risk")
     async def score_risk(risk_input: RiskInput) -> RiskAssessment:
-        return RiskAssessment(score=score, factors=[RiskFactor(name="fixed", weight=score)])
+        return FixedScore(score).assessment()
 
     return score_risk
+
+
+@dataclass(frozen=True)
+class FixedScore:
+    """Scores every payment the same, so review and block branches can be reached at will."""
+
+    score: int
+
+    def assessment(self) -> RiskAssessment:
+        return RiskAssessment(
+            score=self.score, factors=[RiskFactor(name="fixed", weight=self.score)]
+        )
+
+    def score_in(self, _session: Session, _request: PaymentRequest) -> RiskAssessment:
+        return self.assessment()
 
 
 @dataclass
@@ -152,6 +169,9 @@ async def running_payments(
     notifier = notifier or Notifier()
     ledger = LedgerActivities(sessions)
     risk = RiskActivities(sessions)
+    admission = AdmissionActivities(
+        sessions, FixedScore(risk_score) if risk_score is not None else risk
+    )
     gateways = GatewayActivities({g.name: g for g in (gateway, *others)})
     with ThreadPoolExecutor(max_workers=8) as executor:
         async with Worker(
@@ -162,6 +182,7 @@ async def running_payments(
                 ledger.record_transition,
                 ledger.record_notification_failure,
                 fixed_risk(risk_score) if risk_score is not None else risk.score_risk,
+                admission.admit_payment,
                 gateways.charge,
                 gateways.reconcile,
                 gateways.cancel,

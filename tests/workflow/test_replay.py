@@ -18,7 +18,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from paytide.operator import load_history_file, replay_histories
     from tests.histories.record import BRANCHES
-    from workflows.contract import PaymentInput, PaymentView
+    from workflows.contract import PaymentInput, PaymentView, RiskAssessment
     from workflows.payment import PaymentWorkflow
 
 ROOT = Path(__file__).parents[2]
@@ -38,13 +38,52 @@ class ChangedPaymentWorkflow(PaymentWorkflow):
         return await super().run(input)
 
 
-def recorded() -> list[Path]:
+# Histories recorded before payments were admitted in one local activity: running payments of
+# that age must keep replaying, which is what the `workflow.patched` guard is for.
+BEFORE_ADMISSION = HISTORIES / "before_admission"
+
+
+def current() -> list[Path]:
     return sorted(HISTORIES.glob("*.json"))
+
+
+@workflow.defn(name="PaymentWorkflow")
+class AlwaysAdmitsInOneStep(PaymentWorkflow):
+    """PaymentWorkflow with the admission change but without its ``workflow.patched`` guard."""
+
+    @workflow.run
+    async def run(self, input: PaymentInput) -> PaymentView:
+        return await super().run(input)
+
+    async def _admission(self) -> RiskAssessment:
+        return await self._admit()
+
+
+def recorded() -> list[Path]:
+    return current() + sorted(BEFORE_ADMISSION.glob("*.json"))
 
 
 def test_every_branch_has_a_recorded_history() -> None:
     """Each branch the recorder knows has its JSON file, so none is silently left out."""
-    assert sorted(path.stem for path in recorded()) == sorted(BRANCHES)
+    assert sorted(path.stem for path in current()) == sorted(BRANCHES)
+
+
+def test_histories_from_before_the_admission_patch_are_kept() -> None:
+    """Every branch also has a history from before the patch, and only the new ones carry it."""
+    assert sorted(path.stem for path in BEFORE_ADMISSION.glob("*.json")) == sorted(BRANCHES)
+    # A patch is a marker named core_patch (its id is inside an encoded payload).
+    marker = '"markerName": "core_patch"'
+    assert all(marker in path.read_text() for path in current())
+    assert not any(marker in path.read_text() for path in BEFORE_ADMISSION.glob("*.json"))
+
+
+async def test_old_histories_do_not_replay_without_the_patch_guard() -> None:
+    """The guard is load-bearing: code that always admits in one step breaks old payments."""
+    history = load_history_file(BEFORE_ADMISSION / "ok.json")
+    report = await replay_histories([history], [AlwaysAdmitsInOneStep])
+    assert not report.ok
+    [failure] = report.failures
+    assert failure.workflow_id == "ok"
 
 
 async def test_recorded_histories_replay_with_the_current_workflow() -> None:
