@@ -8,6 +8,8 @@ import httpx
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from api.key_cache import KeyCache
+from api.rate_limit import RateLimiter
 from gateways.base import WebhookVerifier
 from ledger.engine import SessionFactory
 from paytide.settings import Settings
@@ -22,3 +24,5 @@ class ApiState:
     sessions: SessionFactory
     http: httpx.AsyncClient
     verifiers: dict[GatewayName, WebhookVerifier]
+    keys: KeyCache
+    limiter: RateLimiter

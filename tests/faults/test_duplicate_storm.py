@@ -51,6 +51,7 @@ async def test_concurrent_duplicate_posts_make_one_payment_per_key(
             base_url=stack.settings.effective_api_url,
             timeout=60,
             limits=httpx.Limits(max_connections=KEYS * DUPLICATES),
+            headers=stack.auth_headers,
         ) as http,
     ):
         keys = {uuid.uuid4().hex: i for i in range(KEYS)}

@@ -20,6 +20,7 @@ from ledger.engine import create_ledger_engine
 from ledger.migrate import upgrade
 from ledger.models import Payment, WebhookEvent
 from paytide.settings import Settings
+from tests.integration.stack import bearer, issue_api_key
 from tests.support.serve import serve
 
 pytestmark = pytest.mark.integration
@@ -41,9 +42,14 @@ def api_ledger_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 async def api(api_ledger_url: str) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(database_url=api_ledger_url, temporal_address=UNREACHABLE_TEMPORAL)
+    engine = create_ledger_engine(api_ledger_url)
+    try:
+        api_key = issue_api_key(engine, settings.default_merchant)
+    finally:
+        engine.dispose()
     async with (
         serve(create_app(settings)) as base_url,
-        httpx.AsyncClient(base_url=base_url, timeout=15.0) as client,
+        httpx.AsyncClient(base_url=base_url, timeout=15.0, headers=bearer(api_key)) as client,
     ):
         yield client
 
