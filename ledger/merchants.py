@@ -18,7 +18,7 @@ from ledger.conflicts import insert_ignoring_conflict
 from ledger.models import ApiKey, Merchant
 from paytide.api_keys import IssuedKey, KeyMode, Role, generate
 
-MERCHANT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+MERCHANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
 
 class MerchantError(Exception):
@@ -65,7 +65,7 @@ def state_of(expires_at: datetime | None, revoked_at: datetime | None, now: date
 
 
 def check_merchant_id(merchant_id: str) -> str:
-    if not MERCHANT_ID.match(merchant_id):
+    if not MERCHANT_ID.fullmatch(merchant_id):
         raise MerchantError(
             f"merchant id {merchant_id!r} is not usable: 1 to 40 characters, lower-case letters, "
             "digits, '_' and '-', starting with a letter or digit"

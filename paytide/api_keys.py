@@ -22,7 +22,7 @@ KEY_ID_BYTES = 6
 SECRET_BYTES = 32
 SALT_BYTES = 16
 # Whole-key shape: strict, so a malformed header never reaches the ledger.
-_KEY = re.compile(r"^pt_(live|test)_([0-9a-f]{12})_([0-9a-f]{64})$")
+_KEY = re.compile(r"pt_(live|test)_([0-9a-f]{12})_([0-9a-f]{64})")
 
 
 class Role(StrEnum):
@@ -71,7 +71,7 @@ class IssuedKey:
 
 def parse(text: str) -> ParsedKey | None:
     """The key in ``text``, or None when it is not shaped like a paytide key."""
-    match = _KEY.match(text)
+    match = _KEY.fullmatch(text)
     if match is None:
         return None
     mode, key_id, secret = match.groups()
