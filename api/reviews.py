@@ -26,6 +26,9 @@ from workflows.public import public_payment
 async def list_reviews(request: Request) -> Response:
     require_operator(request)
     state = state_of(request)
+    unknown = set(request.query_params) - {"limit"}
+    if unknown:
+        raise ApiError(400, "invalid_query", f"unknown query parameters: {sorted(unknown)}")
     limit = query_int(request.query_params.get("limit"), "limit", 50, 1, 200)
 
     def read() -> list[Payment]:
