@@ -481,7 +481,9 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     from ledger.merchants import aware, rotate_key
 
     def run(session: Session, settings: Settings) -> None:
-        overlap = args.overlap or timedelta(seconds=settings.api_key_rotation_overlap)
+        overlap: timedelta = args.overlap
+        if overlap is None:  # not `or`: an overlap of 0s is falsy and means "expire now"
+            overlap = timedelta(seconds=settings.api_key_rotation_overlap)
         old, issued = rotate_key(session, args.key, overlap=overlap, mode=_key_mode(settings))
         expires = aware(old.expires_at)
         _say(
