@@ -194,6 +194,31 @@ async def test_metadata_value_must_be_a_string(api: httpx.AsyncClient) -> None:
     assert (item["field"], item["code"]) == ("metadata.n", "invalid_type")
 
 
+@pytest.mark.parametrize(
+    ("metadata", "code"),
+    [
+        ({"": "v"}, "invalid_key"),
+        ({"k" * 41: "v"}, "invalid_key"),
+        ({"k": "v" * 501}, "value_too_long"),
+        ({"k": {"nested": "v"}}, "invalid_type"),
+    ],
+)
+async def test_metadata_keys_and_values_are_bounded(
+    api: httpx.AsyncClient, metadata: dict[str, object], code: str
+) -> None:
+    """Metadata keys are 1-40 characters and values strings of at most 500: bounded storage."""
+    (item,) = field_errors(await api.post("/payments", json=valid_body(metadata=metadata)))
+    assert item["code"] == code
+    assert item["field"].startswith("metadata")
+
+
+async def test_unknown_field_inside_an_object_is_named(api: httpx.AsyncClient) -> None:
+    """Strictness reaches nested objects: an extra field in location is refused by its path."""
+    body = valid_body(location={"country": "DE", "colour": "blue"})
+    (item,) = field_errors(await api.post("/payments", json=body))
+    assert (item["field"], item["code"]) == ("location.colour", "unknown_field")
+
+
 @pytest.mark.parametrize("key", ["has space", "k" * 300, "tab\tkey"])
 async def test_bad_idempotency_key_is_400(api: httpx.AsyncClient, key: str) -> None:
     """An Idempotency-Key with a space or control character, or over 255 characters, is refused."""
