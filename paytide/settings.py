@@ -84,8 +84,8 @@ class Settings(BaseSettings):
     # How long a rotated-out key keeps working next to its successor (`merchants keys rotate`).
     api_key_rotation_overlap: Annotated[float, Field(ge=0)] = 24 * 3600.0
     # Per-key token bucket: `rate_limit_per_second` sustained, `rate_limit_burst` at once.
-    rate_limit_per_second: Annotated[float, Field(gt=0)] = 50.0
-    rate_limit_burst: Annotated[int, Field(ge=1)] = 100
+    rate_limit_per_second: Annotated[float, Field(gt=0)] = 100.0
+    rate_limit_burst: Annotated[int, Field(ge=1)] = 200
 
     # Payment workflow
     webhook_timeout: PositiveSeconds = 60.0
