@@ -53,6 +53,7 @@ def test_every_new_security_test_file_is_listed() -> None:
         "tests/integration/test_merchants_cli.py",
         "tests/integration/test_api_key_secrets.py",
         "tests/integration/test_limits_http.py",
+        "tests/integration/test_demo_merchant.py",
         "tests/unit/test_rate_limit.py",
         "tests/unit/test_key_cache.py",
     ]
