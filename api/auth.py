@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import structlog
 from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -94,7 +95,7 @@ class ApiKeyAuth:
             return
         request = Request(scope, receive)
         try:
-            scope[_CALLER] = await authenticate(request)
+            caller = await authenticate(request)
         except ApiError as refused:
             response = error_response(
                 refused.status, refused.code, refused.message, headers=refused.headers
@@ -105,6 +106,11 @@ class ApiKeyAuth:
             # The ledger is down and the key is not cached: 503 + Retry-After, as for any route.
             await (await on_database_error(request, error))(scope, receive, send)
             return
+        scope[_CALLER] = caller
+        # Each request runs in its own task, so this context is this request's alone.
+        structlog.contextvars.bind_contextvars(
+            merchant_id=caller.merchant_id, key_prefix=caller.key_prefix
+        )
         await self.app(scope, receive, send)
 
 
