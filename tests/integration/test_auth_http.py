@@ -219,7 +219,7 @@ async def test_rate_limit_is_429_with_retry_after_and_writes_nothing(
     """Past the burst a key gets 429 rate_limited with Retry-After, its POST creates no payment,
     and another key is not slowed down."""
     async with running_stack(
-        dev_env.client, database_url, rate_limit_per_second=0.2, rate_limit_burst=3
+        dev_env.client, database_url, rate_limit_per_second=0.01, rate_limit_burst=3
     ) as stack:
         for _ in range(3):
             assert (await stack.api.get("/payments")).status_code == 200
