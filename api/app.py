@@ -10,9 +10,11 @@ import httpx
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.routing import Route
 from temporalio.client import Client
 
+from api.auth import ApiKeyAuth
 from api.codec import decode_payloads, encode_payloads
 from api.errors import (
     ApiError,
@@ -22,6 +24,7 @@ from api.errors import (
     on_unexpected,
 )
 from api.health import healthz, readyz
+from api.key_cache import KeyCache
 from api.openapi import build_spec, openapi_json
 from api.payments import (
     cancel_payment,
@@ -30,6 +33,7 @@ from api.payments import (
     get_payment,
     list_payments,
 )
+from api.rate_limit import RateLimiter
 from api.reviews import list_reviews, review_payment
 from api.state import ApiState
 from api.webhooks import receive_webhook
@@ -68,6 +72,8 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> Starlet
                 sessions=session_factory(engine),
                 http=http,
                 verifiers=build_verifiers(settings),
+                keys=KeyCache(settings.api_key_cache_seconds),
+                limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
             )
             try:
                 yield
@@ -77,6 +83,7 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> Starlet
     app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
+        middleware=[Middleware(ApiKeyAuth)],
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_exception,

@@ -1,10 +1,55 @@
-"""Who is calling. Until merchant API keys exist, every request acts for the default merchant."""
+"""Who is calling: every request outside a short public list must carry a merchant's API key.
+
+``ApiKeyAuth`` (ASGI middleware) checks ``Authorization: Bearer <key>`` before any route runs,
+applies the key's rate limit, and leaves the caller in the request scope; ``merchant_of`` is the
+one place routes learn whose payments they may touch. Deny by default: a new route needs a key
+unless it is added to the public list below on purpose.
+"""
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
+import structlog
+from sqlalchemy.exc import DBAPIError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.errors import ApiError, error_response, on_database_error
+from api.rate_limit import retry_after_header
 from api.state import ApiState
+from ledger import merchants
+from ledger.engine import transaction
+from ledger.merchants import KeyRecord, KeyState
+from paytide import api_keys
+from paytide.api_keys import Role
+from paytide.logging import get_logger
+
+log = get_logger("paytide.api.auth")
+
+# Probes, gateway webhooks (authenticated by the gateway's signature) and the codec endpoint
+# (its own optional token): nothing here reads or changes a merchant's payments.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+PUBLIC_PREFIXES = ("/webhooks/", "/codec/")
+_CALLER = "paytide.caller"
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="paytide"'}
+
+_REFUSALS = {
+    KeyState.REVOKED: ("api_key_revoked", "this API key was revoked; use another key"),
+    KeyState.EXPIRED: (
+        "api_key_expired",
+        "this API key was rotated out and its overlap window has ended; use its successor",
+    ),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Caller:
+    merchant_id: str
+    role: Role
+    key_prefix: str
 
 
 def state_of(request: Request) -> ApiState:
@@ -13,4 +58,108 @@ def state_of(request: Request) -> ApiState:
 
 
 def merchant_of(request: Request) -> str:
-    return state_of(request).settings.default_merchant
+    """The merchant the request acts for: the owner of the API key it carries."""
+    return caller_of(request).merchant_id
+
+
+def caller_of(request: Request) -> Caller:
+    caller = request.scope.get(_CALLER)
+    if not isinstance(caller, Caller):
+        # Only reachable if a route that reads its caller were added to PUBLIC_PATHS.
+        raise ApiError(401, "missing_api_key", "this endpoint needs an API key", headers=_CHALLENGE)
+    return caller
+
+
+def require_operator(request: Request) -> Caller:
+    caller = caller_of(request)
+    if caller.role is not Role.OPERATOR:
+        raise ApiError(
+            403,
+            "operator_role_required",
+            "this endpoint is for operators; the API key used belongs to a merchant",
+        )
+    return caller
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+class ApiKeyAuth:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or is_public(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        try:
+            caller = await authenticate(request)
+        except ApiError as refused:
+            response = error_response(
+                refused.status, refused.code, refused.message, headers=refused.headers
+            )
+            await response(scope, receive, send)
+            return
+        except DBAPIError as error:
+            # The ledger is down and the key is not cached: 503 + Retry-After, as for any route.
+            await (await on_database_error(request, error))(scope, receive, send)
+            return
+        scope[_CALLER] = caller
+        # Each request runs in its own task, so this context is this request's alone.
+        structlog.contextvars.bind_contextvars(
+            merchant_id=caller.merchant_id, key_prefix=caller.key_prefix
+        )
+        await self.app(scope, receive, send)
+
+
+async def authenticate(request: Request) -> Caller:
+    state = state_of(request)
+    header = request.headers.get("authorization")
+    if not header:
+        raise _unauthorized(
+            "missing_api_key",
+            "send your API key as `Authorization: Bearer pt_..._...`",
+        )
+    scheme, _, token = header.partition(" ")
+    parsed = api_keys.parse(token.strip()) if scheme.lower() == "bearer" else None
+    if parsed is None:
+        raise _unauthorized(
+            "invalid_api_key", "the Authorization header does not carry a paytide API key"
+        )
+    record = await _record(state, parsed.key_id)
+    # The secret is checked before the key's state, so only the key's holder learns that state.
+    if record is None or not api_keys.matches(parsed.secret, record.salt, record.secret_hash):
+        log.info("api_key_rejected", code="invalid_api_key", key_prefix=parsed.prefix)
+        raise _unauthorized("invalid_api_key", "this API key is not valid")
+    key_state = record.state(datetime.now(UTC))
+    if key_state in _REFUSALS:
+        code, message = _REFUSALS[key_state]
+        log.info("api_key_rejected", code=code, key_prefix=parsed.prefix)
+        raise _unauthorized(code, message)
+    wait = state.limiter.wait_for(record.key_id)
+    if wait > 0:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many requests with this API key (at most {state.limiter.rate:g} per second, "
+            f"bursts of {state.limiter.burst}); retry after the Retry-After delay",
+            headers={"Retry-After": retry_after_header(wait)},
+        )
+    return Caller(merchant_id=record.merchant_id, role=record.role, key_prefix=parsed.prefix)
+
+
+async def _record(state: ApiState, key_id: str) -> KeyRecord | None:
+    def read() -> KeyRecord | None:
+        with transaction(state.sessions) as session:
+            return merchants.find_key(session, key_id)
+
+    async def load() -> KeyRecord | None:
+        return await run_in_threadpool(read)
+
+    return await state.keys.lookup(key_id, load)
+
+
+def _unauthorized(code: str, message: str) -> ApiError:
+    return ApiError(401, code, message, headers=_CHALLENGE)

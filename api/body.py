@@ -31,7 +31,9 @@ _CODES = {
 }
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
+async def read_bytes(request: Request, max_bytes: int) -> bytes:
+    """The raw body, refused with 413 as soon as it is known to be larger than ``max_bytes``:
+    from Content-Length when declared, otherwise while streaming, before the rest is read."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
@@ -40,6 +42,14 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         body.extend(chunk)
         if len(body) > max_bytes:
             raise _too_large(max_bytes)
+    return bytes(body)
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    return parse_json(await read_bytes(request, max_bytes))
+
+
+def parse_json(body: bytes) -> Any:
     if not body:
         raise ApiError(400, "malformed_json", "the request body is empty; send a JSON object")
     try:

@@ -20,6 +20,7 @@ from api.schemas import CancelBody, CaptureBody, CreatePayment, ReviewBody
 from workflows.contract import CaptureMethod, GatewayName, PaymentStatus
 
 COMPONENTS = "#/components/schemas/{model}"
+BEARER = "apiKey"
 
 
 class ErrorDetail(BaseModel):
@@ -160,6 +161,9 @@ class Operation:
     # Operations that take this one's answer `id` as their `payment_id` (OpenAPI links), so a
     # client generator or a stateful fuzzer can follow a payment from its creation.
     leads_to: tuple[str, ...] = ()
+    # Probes, the spec itself, gateway webhooks (signed by the gateway) and the codec (its own
+    # optional token) need no API key: api/auth.py keeps the same list.
+    public: bool = False
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -200,6 +204,7 @@ OPERATIONS: list[Operation] = [
         ok={200: ("alive", Health)},
         errors=(),
         tag="health",
+        public=True,
     ),
     Operation(
         method="get",
@@ -208,6 +213,7 @@ OPERATIONS: list[Operation] = [
         ok={200: ("ready", Readiness), 503: ("not ready", Readiness)},
         errors=(),
         tag="health",
+        public=True,
     ),
     Operation(
         method="get",
@@ -216,6 +222,7 @@ OPERATIONS: list[Operation] = [
         ok={200: ("OpenAPI 3.1", None)},
         errors=(),
         tag="health",
+        public=True,
     ),
     Operation(
         method="post",
@@ -312,6 +319,7 @@ OPERATIONS: list[Operation] = [
             }
         ],
         tag="webhooks",
+        public=True,
     ),
     Operation(
         method="post",
@@ -321,6 +329,7 @@ OPERATIONS: list[Operation] = [
         errors=(400, 401, 403, 413),
         body=CodecPayloads,
         tag="codec",
+        public=True,
     ),
     Operation(
         method="post",
@@ -330,6 +339,7 @@ OPERATIONS: list[Operation] = [
         errors=(400, 401, 403, 413),
         body=CodecPayloads,
         tag="codec",
+        public=True,
     ),
 ]
 
@@ -361,6 +371,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         "tags": [op.tag],
         "responses": responses,
     }
+    if not op.public:
+        spec["security"] = [{BEARER: []}]
     if op.parameters:
         spec["parameters"] = op.parameters
     if op.body is not None:
@@ -396,7 +408,17 @@ def build_spec(version: str) -> dict[str, Any]:
             '{"error": {"code", "message", "details"}}; see docs/api.md.',
         },
         "paths": paths,
-        "components": {"schemas": schemas.get("$defs", {})},
+        "components": {
+            "schemas": schemas.get("$defs", {}),
+            "securitySchemes": {
+                BEARER: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a merchant's or operator's API key, `pt_live_…` or `pt_test_…` "
+                    "(`paytide merchants create`)",
+                }
+            },
+        },
     }
 
 

@@ -28,7 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from api import idempotency
 from api.auth import merchant_of, state_of
-from api.body import read_json, validate
+from api.body import parse_json, read_bytes, read_json, validate
 from api.errors import ApiError
 from api.schemas import CancelBody, CaptureBody, CreatePayment
 from api.state import ApiState
@@ -437,8 +437,9 @@ async def list_payments(request: Request) -> Response:
 
 
 async def _optional_body(request: Request, state: ApiState) -> Any:
-    raw = await request.body()
-    return await read_json(request, state.settings.max_body_bytes) if raw else {}
+    # Capped like every body: an empty one means "no options", anything else must be JSON.
+    raw = await read_bytes(request, state.settings.max_body_bytes)
+    return parse_json(raw) if raw else {}
 
 
 async def operate(

@@ -1,4 +1,8 @@
-"""Manual review: the queue of risky payments, and an operator's decision on one of them."""
+"""Manual review: the queue of risky payments, and an operator's decision on one of them.
+
+Both need an operator's API key, and both see every merchant's payments: a merchant must not be
+able to wave its own risky payments through.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from api.auth import merchant_of, state_of
+from api.auth import require_operator, state_of
 from api.body import read_json, validate
-from api.payments import find_payment, operate, query_int
+from api.errors import ApiError
+from api.payments import operate, query_int
 from api.schemas import ReviewBody
 from ledger import payments as ledger
 from ledger.engine import transaction
@@ -19,13 +24,16 @@ from workflows.public import public_payment
 
 
 async def list_reviews(request: Request) -> Response:
+    require_operator(request)
     state = state_of(request)
+    unknown = set(request.query_params) - {"limit"}
+    if unknown:
+        raise ApiError(400, "invalid_query", f"unknown query parameters: {sorted(unknown)}")
     limit = query_int(request.query_params.get("limit"), "limit", 50, 1, 200)
-    merchant = merchant_of(request)
 
     def read() -> list[Payment]:
         with transaction(state.sessions) as session:
-            return ledger.in_review(session, merchant_id=merchant, limit=limit)
+            return ledger.in_review(session, merchant_id=None, limit=limit)
 
     rows = await run_in_threadpool(read)
     return JSONResponse(
@@ -34,8 +42,17 @@ async def list_reviews(request: Request) -> Response:
 
 
 async def review_payment(request: Request) -> Response:
+    require_operator(request)
     state = state_of(request)
-    row = await find_payment(state, merchant_of(request), request.path_params["payment_id"])
+    payment_id = request.path_params["payment_id"]
+
+    def read() -> Payment | None:
+        with transaction(state.sessions) as session:
+            return ledger.get_any_payment(session, payment_id)
+
+    row = await run_in_threadpool(read)
+    if row is None:
+        raise ApiError(404, "payment_not_found", f"no payment {payment_id!r}")
     body = validate(ReviewBody, await read_json(request, state.settings.max_body_bytes))
     decision = ReviewDecision(
         verdict=ReviewVerdict(body.decision), reviewer=body.reviewer, reason=body.reason

@@ -10,6 +10,8 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 
 from api.coalesce import Coalescer
+from api.key_cache import KeyCache
+from api.rate_limit import RateLimiter
 from gateways.base import WebhookVerifier
 from ledger.engine import SessionFactory
 from paytide.settings import Settings
@@ -24,5 +26,7 @@ class ApiState:
     sessions: SessionFactory
     http: httpx.AsyncClient
     verifiers: dict[GatewayName, WebhookVerifier]
+    keys: KeyCache
+    limiter: RateLimiter
     # (merchant, idempotency key, body fingerprint) -> the initiation in progress.
     initiations: Coalescer[tuple[str, str, str], Any] = field(default_factory=Coalescer)

@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.auth import state_of
+from api.body import read_bytes
 from api.errors import ApiError
 from api.state import ApiState
 from gateways.base import WebhookRejected
@@ -29,9 +30,8 @@ async def receive_webhook(request: Request) -> Response:
     verifier = next((v for g, v in state.verifiers.items() if g.value == name), None)
     if verifier is None:
         raise ApiError(404, "unknown_gateway", f"no webhook endpoint for gateway {name!r}")
-    body = await request.body()
-    if len(body) > MAX_WEBHOOK_BYTES:
-        raise ApiError(413, "body_too_large", "webhook body too large")
+    # Streamed with a cap: an unauthenticated sender must not make us buffer an unbounded body.
+    body = await read_bytes(request, MAX_WEBHOOK_BYTES)
     try:
         # The signature is checked before the body is parsed or anything is stored.
         events = verifier.verify(request.headers, body)

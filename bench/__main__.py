@@ -67,8 +67,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def local_stack() -> Iterator[str]:
-    """`paytide dev` on free ports in a temporary state folder; yields the API URL."""
+def local_stack() -> Iterator[tuple[str, str]]:
+    """`paytide dev` on free ports in a temporary state folder; yields the API URL and the demo
+    merchant's API key it prints."""
     state = Path(tempfile.mkdtemp(prefix="paytide-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYTIDE_")}
     api_port = _free_port()
@@ -81,6 +82,9 @@ def local_stack() -> Iterator[str]:
             "PAYTIDE_SANDBOX_PORT": str(_free_port()),
             "PAYTIDE_SANDBOX_WEBHOOK_DELAY": "0",
             "PAYTIDE_LOG_LEVEL": "WARNING",
+            # The benchmark is one merchant polling hard; the per-key limit would measure itself.
+            "PAYTIDE_RATE_LIMIT_PER_SECOND": "1000000",
+            "PAYTIDE_RATE_LIMIT_BURST": "1000000",
         }
     )
     print(f"starting the local stack in {state} …", flush=True)
@@ -93,13 +97,18 @@ def local_stack() -> Iterator[str]:
     )
     assert process.stdout is not None
     try:
+        api_key = ""
         for line in process.stdout:
-            if "paytide is up" in line:
+            if line.strip().startswith("API key"):
+                api_key = line.split()[2]
+            if "Press Ctrl-C" in line:
                 break
             if process.poll() is not None:
                 raise SystemExit(f"paytide dev failed to start; logs in {state}/logs")
+        if not api_key:
+            raise SystemExit("paytide dev printed no API key")
         print("stack ready", flush=True)
-        yield f"http://127.0.0.1:{api_port}"
+        yield f"http://127.0.0.1:{api_port}", api_key
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
@@ -139,9 +148,13 @@ async def _one(client: httpx.AsyncClient, phase: Phase) -> None:
     phase.errors += 1
 
 
-async def sequential(api: str, count: int) -> Phase:
+def _auth(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+async def sequential(api: str, api_key: str, count: int) -> Phase:
     phase = Phase("sequential")
-    async with httpx.AsyncClient(base_url=api, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=api, timeout=30, headers=_auth(api_key)) as client:
         await _one(client, Phase("warm-up"))
         started = time.perf_counter()
         for index in range(count):
@@ -152,7 +165,7 @@ async def sequential(api: str, count: int) -> Phase:
     return phase
 
 
-async def concurrent(api: str, clients: int, seconds: float) -> Phase:
+async def concurrent(api: str, api_key: str, clients: int, seconds: float) -> Phase:
     phase = Phase(f"concurrent x{clients}")
     deadline = time.perf_counter() + seconds
 
@@ -160,7 +173,7 @@ async def concurrent(api: str, clients: int, seconds: float) -> Phase:
         while time.perf_counter() < deadline:
             await _one(client, phase)
 
-    async with httpx.AsyncClient(base_url=api, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=api, timeout=30, headers=_auth(api_key)) as client:
         started = time.perf_counter()
         runners = [asyncio.create_task(loop(client)) for _ in range(clients)]
         while not all(r.done() for r in runners):
@@ -174,23 +187,26 @@ async def concurrent(api: str, clients: int, seconds: float) -> Phase:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--api", help="attach to this API instead of starting a stack")
+    parser.add_argument("--api-key", help="with --api: a merchant's API key (pt_…)")
     parser.add_argument("--sequential", type=int, default=100, help="payments, one at a time")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
     parser.add_argument("--seconds", type=float, default=20, help="length of the concurrent phase")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
-    async def run(api: str) -> list[Phase]:
+    async def run(api: str, api_key: str) -> list[Phase]:
         return [
-            await sequential(api, args.sequential),
-            await concurrent(api, args.clients, args.seconds),
+            await sequential(api, api_key, args.sequential),
+            await concurrent(api, api_key, args.clients, args.seconds),
         ]
 
     if args.api:
-        phases = asyncio.run(run(args.api))
+        if not args.api_key:
+            parser.error("--api needs --api-key")
+        phases = asyncio.run(run(args.api, args.api_key))
     else:
-        with local_stack() as api:
-            phases = asyncio.run(run(api))
+        with local_stack() as (api, api_key):
+            phases = asyncio.run(run(api, api_key))
     rows = [phase.summary() for phase in phases]
     columns = list(rows[0])
     print(" | ".join(f"{c:>14}" for c in columns))

@@ -72,7 +72,7 @@ def build_gateways(settings: Settings, http: httpx.AsyncClient) -> dict[GatewayN
 def build_verifiers(settings: Settings) -> dict[GatewayName, WebhookVerifier]:
     verifiers: dict[GatewayName, WebhookVerifier] = {
         GatewayName.SANDBOX: SandboxWebhookVerifier(
-            [settings.sandbox_webhook_secret.get_secret_value()],
+            settings.sandbox_webhook_secret_list,
             tolerance_seconds=settings.webhook_tolerance,
         ),
     }

@@ -596,8 +596,10 @@ class StripeWebhookVerifier:
         # The SDK checks the MAC; its tolerance is off (None) because it raises the same error
         # class for a stale timestamp as for a forgery. The clock is checked below, after the MAC,
         # so `stale_timestamp` only ever describes an authentic old (or replayed) delivery.
-        # Every configured secret is tried, newest first, so a rotation drops no deliveries.
-        if not any(self._signed_with(secret, header, body) for secret in self._secrets):
+        # Every configured secret is tried, newest first, so a rotation drops no deliveries; and
+        # even after a match, so timing does not tell which one matched.
+        results = [self._signed_with(secret, header, body) for secret in self._secrets]
+        if not any(results):
             raise WebhookRejected(
                 "bad_signature", "no v1 signature matches the body with any configured secret"
             )

@@ -131,3 +131,34 @@ class RiskAssessmentRecord(SQLModel, table=True):
     )
     model_version: str = Field(max_length=32)
     assessed_at: datetime = _timestamp()
+
+
+class Merchant(SQLModel, table=True):
+    """Who calls the API. ``role`` operator adds the review queue across every merchant."""
+
+    __tablename__ = "merchants"
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=200)
+    role: str = Field(default="merchant", max_length=16)
+    created_at: datetime = _timestamp()
+
+
+class ApiKey(SQLModel, table=True):
+    """One API key of a merchant: its public prefix and a salted hash of its secret, never the
+    secret itself. A rotated-out key has ``expires_at``; a revoked one has ``revoked_at``."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=32)  # the key id inside the key's text
+    merchant_id: str = Field(max_length=40, foreign_key="merchants.id", index=True)
+    prefix: str = Field(max_length=40)
+    salt: str = Field(max_length=64)
+    secret_hash: str = Field(max_length=64)
+    created_at: datetime = _timestamp()
+    expires_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    revoked_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )

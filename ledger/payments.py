@@ -309,13 +309,17 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat()
 
 
-def in_review(session: Session, *, merchant_id: str, limit: int) -> list[Payment]:
-    """The review queue: payments waiting for an operator, oldest first."""
+def in_review(session: Session, *, merchant_id: str | None, limit: int) -> list[Payment]:
+    """The review queue: payments waiting for an operator, oldest first (every merchant's when
+    ``merchant_id`` is None)."""
+    statement = select(Payment).where(Payment.status == "in_review")
+    if merchant_id is not None:
+        statement = statement.where(Payment.merchant_id == merchant_id)
     return list(
-        session.exec(
-            select(Payment)
-            .where(Payment.merchant_id == merchant_id, Payment.status == "in_review")
-            .order_by(col(Payment.created_at), col(Payment.id))
-            .limit(limit)
-        )
+        session.exec(statement.order_by(col(Payment.created_at), col(Payment.id)).limit(limit))
     )
+
+
+def get_any_payment(session: Session, payment_id: str) -> Payment | None:
+    """A payment of whichever merchant: for operators only (the API checks the role first)."""
+    return session.get(Payment, payment_id)

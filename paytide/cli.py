@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import getpass
 import json
@@ -23,9 +24,12 @@ from typing import TYPE_CHECKING, Any
 from paytide.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import AsyncIterator, Iterable, Iterator
 
+    from sqlmodel import Session
     from temporalio.client import WorkflowHistory
+
+    from paytide.api_keys import KeyMode
 
 EXIT_USER_ERROR = 2
 
@@ -50,7 +54,7 @@ def _settings() -> Settings:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from paytide.devstack import Stack, StackError, print_urls
+    from paytide.devstack import Stack, StackError, demo_api_key, print_urls
 
     settings = _settings()
     stack = Stack(settings, say=_say)
@@ -66,9 +70,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         stack.start()
-        print_urls(settings, _say)
-        if args.demo:
-            _demo_payment(settings)
+        api_key = demo_api_key(settings)
+        print_urls(settings, _say, api_key)
+        if args.demo and api_key:
+            _demo_payment(settings, api_key)
         while True:
             stack.check_children()
             time.sleep(0.5)
@@ -83,7 +88,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         _say("all paytide processes stopped")
 
 
-def _demo_payment(settings: Settings) -> None:
+def _demo_payment(settings: Settings, api_key: str) -> None:
     import httpx
 
     api = settings.effective_api_url
@@ -97,7 +102,10 @@ def _demo_payment(settings: Settings) -> None:
         "description": "paytide dev demo payment",
     }
     _say(f"\ntaking a demo payment (Idempotency-Key: {key})")
-    created = httpx.post(f"{api}/payments", json=body, headers={"Idempotency-Key": key}, timeout=10)
+    auth = {"Authorization": f"Bearer {api_key}"}
+    created = httpx.post(
+        f"{api}/payments", json=body, headers={**auth, "Idempotency-Key": key}, timeout=10
+    )
     payment = created.json()
     _say(f"  POST /payments -> {created.status_code} status={payment.get('status')}")
     if created.status_code >= 400:
@@ -108,9 +116,12 @@ def _demo_payment(settings: Settings) -> None:
         if time.monotonic() > deadline:
             break
         time.sleep(0.3)
-        payment = httpx.get(f"{api}/payments/{payment['id']}", timeout=5).json()
+        payment = httpx.get(f"{api}/payments/{payment['id']}", headers=auth, timeout=5).json()
     _say(f"  GET /payments/{payment['id']} -> status={payment.get('status')}")
-    _say(f"  read it again: curl -s {api}/payments/{payment['id']}")
+    _say(
+        f"  read it again: curl -s -H 'Authorization: Bearer {api_key}' "
+        f"{api}/payments/{payment['id']}"
+    )
 
 
 def cmd_api(_args: argparse.Namespace) -> int:
@@ -355,6 +366,152 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise UserError(str(error)) from None
 
 
+# ---- merchants and API keys (ledger side in ledger/merchants.py) ----------------------------
+
+
+@contextlib.contextmanager
+def _ledger_session(settings: Settings) -> Iterator[Session]:
+    from sqlalchemy import inspect
+
+    from ledger.engine import create_ledger_engine, session_factory, transaction
+
+    engine = create_ledger_engine(settings.effective_database_url)
+    try:
+        if not inspect(engine).has_table("api_keys"):
+            raise UserError("the ledger has no merchants table yet: run `paytide db upgrade` first")
+        with transaction(session_factory(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def _key_mode(settings: Settings) -> KeyMode:
+    from paytide.api_keys import KeyMode
+    from paytide.settings import Environment
+
+    production = settings.environment is Environment.PRODUCTION
+    return KeyMode.LIVE if production else KeyMode.TEST
+
+
+def _merchant_command(run: Callable[[Session, Settings], None]) -> int:
+    from ledger.merchants import MerchantError
+
+    settings = _settings()
+    try:
+        with _ledger_session(settings) as session:
+            run(session, settings)
+    except MerchantError as error:
+        raise UserError(str(error)) from None
+    return 0
+
+
+def _show_new_key(text: str) -> None:
+    _say(f"api key: {text}")
+    _say(
+        "Store it now: this is the only time it is shown. paytide keeps only a salted hash of it. "
+        "Send it as `Authorization: Bearer <key>`."
+    )
+
+
+def cmd_merchants_create(args: argparse.Namespace) -> int:
+    from ledger.merchants import create_merchant, issue_key
+    from paytide.api_keys import Role
+
+    def run(session: Session, settings: Settings) -> None:
+        merchant_id = args.merchant_id or f"mer_{uuid.uuid4().hex[:12]}"
+        merchant = create_merchant(
+            session, merchant_id=merchant_id, name=args.name, role=Role(args.role)
+        )
+        issued = issue_key(session, merchant.id, _key_mode(settings))
+        _say(f"created merchant {merchant.id} ({merchant.name!r}, role {merchant.role})")
+        _show_new_key(issued.text)
+
+    return _merchant_command(run)
+
+
+def cmd_merchants_list(_args: argparse.Namespace) -> int:
+    from ledger.merchants import list_merchants
+
+    def run(session: Session, _settings: Settings) -> None:
+        rows = list_merchants(session)
+        if not rows:
+            _say("no merchants yet: `paytide merchants create NAME` adds one")
+            return
+        _say(f"{'ID':<42} {'ROLE':<9} NAME")
+        for row in rows:
+            _say(f"{row.id:<42} {row.role:<9} {row.name}")
+
+    return _merchant_command(run)
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from ledger.merchants import aware, list_keys, state_of
+
+    def run(session: Session, _settings: Settings) -> None:
+        now = datetime.now(UTC)
+        rows = list_keys(session, args.merchant_id)
+        if not rows:
+            _say(f"merchant {args.merchant_id} has no API keys")
+            return
+        _say(f"{'PREFIX':<26} {'STATE':<9} {'CREATED':<20} EXPIRES")
+        for row in rows:
+            created = aware(row.created_at)
+            expires = aware(row.expires_at)
+            state = state_of(row.expires_at, row.revoked_at, now).value
+            _say(
+                f"{row.prefix:<26} {state:<9} {_moment(created):<20} "
+                f"{_moment(expires) if expires else '-'}"
+            )
+
+    return _merchant_command(run)
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from ledger.merchants import issue_key
+
+    def run(session: Session, settings: Settings) -> None:
+        issued = issue_key(session, args.merchant_id, _key_mode(settings))
+        _say(f"new API key {issued.key.prefix} for merchant {args.merchant_id}")
+        _show_new_key(issued.text)
+
+    return _merchant_command(run)
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from ledger.merchants import aware, rotate_key
+
+    def run(session: Session, settings: Settings) -> None:
+        overlap: timedelta = args.overlap
+        if overlap is None:  # not `or`: an overlap of 0s is falsy and means "expire now"
+            overlap = timedelta(seconds=settings.api_key_rotation_overlap)
+        old, issued = rotate_key(session, args.key, overlap=overlap, mode=_key_mode(settings))
+        expires = aware(old.expires_at)
+        _say(
+            f"rotated {old.prefix}: it keeps working until {_moment(expires)} "
+            f"(then API answers 401 api_key_expired)"
+        )
+        _show_new_key(issued.text)
+
+    return _merchant_command(run)
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from ledger.merchants import revoke_key
+
+    def run(session: Session, settings: Settings) -> None:
+        key = revoke_key(session, args.key)
+        _say(
+            f"revoked {key.prefix}: refused with 401 api_key_revoked within "
+            f"{settings.api_key_cache_seconds:g}s (PAYTIDE_API_KEY_CACHE_SECONDS)"
+        )
+
+    return _merchant_command(run)
+
+
+def _moment(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"
+
+
 # ---- parser ---------------------------------------------------------------------------------
 
 
@@ -471,6 +628,84 @@ def build_parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("files", nargs="*", metavar="FILE", help="exported history JSON files")
     replay.set_defaults(run=cmd_replay)
+
+    merchants = commands.add_parser(
+        "merchants",
+        help="merchants and their API keys",
+        description="Create merchants and manage their API keys in the ledger "
+        "(PAYTIDE_DATABASE_URL). A key is printed once, when it is issued; the ledger keeps "
+        "only a salted hash of it. See docs/security.md.",
+    )
+    merchant_commands = merchants.add_subparsers(
+        dest="merchants_command", required=True, metavar="ACTION"
+    )
+    create = merchant_commands.add_parser(
+        "create",
+        help="add a merchant and print its first API key (once)",
+        description="Add a merchant and issue its first API key, printed once. Role operator "
+        "adds the review endpoints (GET /reviews, POST /payments/{id}/review) across every "
+        "merchant.",
+    )
+    create.add_argument("name", metavar="NAME", help="the merchant's display name")
+    create.add_argument(
+        "--id",
+        dest="merchant_id",
+        metavar="ID",
+        help="merchant id used in payments and workflow ids (default: mer_<random>); "
+        "lower-case letters, digits, _ and -, at most 40",
+    )
+    create.add_argument(
+        "--role",
+        choices=["merchant", "operator"],
+        default="merchant",
+        help="merchant (default) or operator",
+    )
+    create.set_defaults(run=cmd_merchants_create)
+    merchant_commands.add_parser(
+        "list", help="list merchants", description="List every merchant: id, role, name."
+    ).set_defaults(run=cmd_merchants_list)
+
+    keys = merchant_commands.add_parser("keys", help="list, issue, rotate and revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    keys_list = key_commands.add_parser(
+        "list",
+        help="list a merchant's API keys by prefix",
+        description="List a merchant's keys by their public prefix (pt_<mode>_<id>), with "
+        "their state: active, expiring (rotated out, still accepted), expired or revoked. "
+        "Secrets are never shown again.",
+    )
+    keys_list.add_argument("merchant_id", metavar="MERCHANT_ID")
+    keys_list.set_defaults(run=cmd_keys_list)
+    keys_create = key_commands.add_parser(
+        "create",
+        help="issue another API key for a merchant (printed once)",
+        description="Issue an additional key for MERCHANT_ID; the new key is printed once.",
+    )
+    keys_create.add_argument("merchant_id", metavar="MERCHANT_ID")
+    keys_create.set_defaults(run=cmd_keys_create)
+    rotate = key_commands.add_parser(
+        "rotate",
+        help="issue a successor key; the old one keeps working for an overlap window",
+        description="Issue a new key for the same merchant (printed once). The old key is "
+        "still accepted for --overlap (default PAYTIDE_API_KEY_ROTATION_OVERLAP), then refused "
+        "with 401 api_key_expired. Rotating a key twice never lengthens its life.",
+    )
+    rotate.add_argument("key", metavar="KEY", help="the key's prefix (pt_..._<id>) or id")
+    rotate.add_argument(
+        "--overlap",
+        type=_duration,
+        metavar="DURATION",
+        help="how long the old key still works, e.g. 0s, 30m, 24h",
+    )
+    rotate.set_defaults(run=cmd_keys_rotate)
+    revoke = key_commands.add_parser(
+        "revoke",
+        help="refuse a key from now on",
+        description="Revoke a key: requests with it get 401 api_key_revoked, in every API "
+        "process within PAYTIDE_API_KEY_CACHE_SECONDS.",
+    )
+    revoke.add_argument("key", metavar="KEY", help="the key's prefix (pt_..._<id>) or id")
+    revoke.set_defaults(run=cmd_keys_revoke)
 
     temporal = commands.add_parser("temporal", help="Temporal cluster set-up")
     temporal_commands = temporal.add_subparsers(dest="temporal_command", required=True)

@@ -17,14 +17,17 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
 
+from paytide import api_keys
+from paytide.api_keys import KeyMode, Role
 from paytide.binaries import temporal_cli
 from paytide.search_attributes import cli_declarations
-from paytide.settings import Settings
+from paytide.settings import Environment, Settings
 
 _PR_SET_PDEATHSIG = 1
 # The dev server's history service polls its task queues at a capped rate, so a new task can
@@ -38,6 +41,8 @@ DEV_SERVER_TUNING = [
 # stack meets), not a power cut; it halves the time of every workflow task (docs/performance.md).
 DEV_SERVER_SQLITE = ["journal_mode=wal", "synchronous=normal"]
 STOP_GRACE_SECONDS = 10.0
+# Where the local stack keeps its demo merchant's key, so a restart prints the same one.
+DEMO_KEY_FILE = "demo_api_key"
 
 
 class StackError(RuntimeError):
@@ -251,7 +256,47 @@ def _signal_group(child: Child, sig: signal.Signals) -> None:
         os.killpg(child.process.pid, sig)
 
 
-def print_urls(settings: Settings, say: Callable[[str], None]) -> None:
+def demo_api_key(settings: Settings) -> str | None:
+    """The demo merchant's key, created on first use; None in production, which never
+    auto-creates a key.
+
+    The ledger keeps only the key's hash, so the full key is kept in the state folder (mode 600)
+    for the next `paytide dev`; it is reused while the ledger still accepts it.
+    """
+    from ledger import merchants
+    from ledger.engine import create_ledger_engine, session_factory, transaction
+    from ledger.merchants import KeyState
+
+    if settings.environment is Environment.PRODUCTION:
+        return None
+    path = settings.state_dir / DEMO_KEY_FILE
+    engine = create_ledger_engine(settings.effective_database_url)
+    try:
+        with transaction(session_factory(engine)) as session:
+            merchants.ensure_merchant(
+                session, merchant_id=settings.default_merchant, name="Demo shop", role=Role.MERCHANT
+            )
+            kept = api_keys.parse(path.read_text().strip()) if path.exists() else None
+            record = merchants.find_key(session, kept.key_id) if kept else None
+            usable = (
+                kept is not None
+                and record is not None
+                and record.merchant_id == settings.default_merchant
+                and record.state(datetime.now(UTC)) is KeyState.ACTIVE
+                and api_keys.matches(kept.secret, record.salt, record.secret_hash)
+            )
+            if usable and kept is not None:
+                return f"{kept.prefix}_{kept.secret}"
+            issued = merchants.issue_key(session, settings.default_merchant, KeyMode.TEST)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(issued.text + "\n")
+        return issued.text
+    finally:
+        engine.dispose()
+
+
+def print_urls(settings: Settings, say: Callable[[str], None], api_key: str | None) -> None:
     host, _ = _temporal_host_port(settings)
     api = settings.effective_api_url
     say("")
@@ -262,4 +307,7 @@ def print_urls(settings: Settings, say: Callable[[str], None]) -> None:
     say(f"  Temporal gRPC  {settings.temporal_address}")
     say(f"  sandbox        {settings.effective_sandbox_url}")
     say(f"  logs           {settings.state_dir / 'logs'}/")
+    if api_key:
+        say(f"  API key        {api_key}  (merchant {settings.default_merchant}, dev only)")
+        say(f"  try: curl -s -H 'Authorization: Bearer {api_key}' {api}/payments")
     say("Press Ctrl-C to stop everything.")

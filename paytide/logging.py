@@ -25,9 +25,11 @@ _SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 # Values shaped like credentials, wherever they appear in a message. API keys carry their mode
-# (sk_live_…); webhook signing secrets do not (Stripe's are whsec_ and random characters).
+# (sk_live_…, and paytide's own pt_live_<id>_<secret>; its bare prefix pt_live_<id> is public and
+# kept); webhook signing secrets do not (Stripe's are whsec_ and random characters).
 _SECRET_VALUE = re.compile(
-    r"\b(?:(?:sk|rk|pk)_(?:live|test|sandbox)[A-Za-z0-9_]*|whsec_[A-Za-z0-9_+/=]+)"
+    r"\b(?:(?:sk|rk|pk)_(?:live|test|sandbox)[A-Za-z0-9_]*|whsec_[A-Za-z0-9_+/=]+"
+    r"|pt_(?:live|test)_[0-9a-f]+_[0-9a-f]+)"
     r"|Bearer\s+[A-Za-z0-9._~+/=-]+"
 )
 # A run of 13-19 digits (optionally spaced) looks like a card number; never log one.

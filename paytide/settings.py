@@ -78,6 +78,14 @@ class Settings(BaseSettings):
     default_merchant: str = "demo"
     initiate_wait: PositiveSeconds = 3.0
     max_body_bytes: Annotated[int, Field(gt=0)] = 64 * 1024
+    # Merchant API keys (docs/security.md). A verified key is remembered this long by each API
+    # process: the bound on how long a revoked key still works there. 0 turns the cache off.
+    api_key_cache_seconds: Annotated[float, Field(ge=0, le=60)] = 5.0
+    # How long a rotated-out key keeps working next to its successor (`merchants keys rotate`).
+    api_key_rotation_overlap: Annotated[float, Field(ge=0)] = 24 * 3600.0
+    # Per-key token bucket: `rate_limit_per_second` sustained, `rate_limit_burst` at once.
+    rate_limit_per_second: Annotated[float, Field(gt=0)] = 100.0
+    rate_limit_burst: Annotated[int, Field(ge=1)] = 200
 
     # Payment workflow
     webhook_timeout: PositiveSeconds = 60.0
@@ -134,6 +142,8 @@ class Settings(BaseSettings):
     sandbox_url: str = ""
     sandbox_api_key: SecretStr = SecretStr(DEV_SANDBOX_API_KEY)
     sandbox_webhook_secret: SecretStr = SecretStr(DEV_SANDBOX_WEBHOOK_SECRET)
+    # Comma-separated secrets still accepted on sandbox webhooks while a rotation is under way.
+    sandbox_webhook_previous_secrets: SecretStr | None = None
     sandbox_webhook_url: str = ""
     sandbox_webhook_delay: Annotated[float, Field(ge=0)] = 0.2
     sandbox_slow_delay: Annotated[float, Field(ge=0)] = 2.0
@@ -293,6 +303,12 @@ class Settings(BaseSettings):
     @property
     def stripe_webhook_secret_list(self) -> list[str]:
         return _split_secret(self.stripe_webhook_secrets)
+
+    @property
+    def sandbox_webhook_secret_list(self) -> list[str]:
+        """The current secret first, then those a rotation still accepts."""
+        previous = _split_secret(self.sandbox_webhook_previous_secrets)
+        return [self.sandbox_webhook_secret.get_secret_value(), *previous]
 
     @property
     def adyen_hmac_key_list(self) -> list[str]:

@@ -29,13 +29,15 @@ def _socket_on(port: int) -> socket.socket:
     return sock
 
 
-async def _client(base_url: str, key: str, body: dict[str, Any]) -> tuple[str, int]:
+async def _client(
+    base_url: str, key: str, body: dict[str, Any], auth: dict[str, str]
+) -> tuple[str, int]:
     """One merchant: POST until answered, retrying connection trouble and 5xx with the same key.
 
     Returns the payment id and how many attempts it took.
     """
     attempts = 0
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=auth) as http:
         while True:
             attempts += 1
             try:
@@ -83,7 +85,9 @@ async def test_api_restart_under_load_with_client_retries(
                 # Clients keep arriving while this instance serves; it stops right after the
                 # last of them, so some are mid-request and the rest meet a closed port.
                 for key in batch:
-                    clients.append(asyncio.create_task(_client(base_url, key, bodies[key])))
+                    clients.append(
+                        asyncio.create_task(_client(base_url, key, bodies[key], stack.auth_headers))
+                    )
                     await asyncio.sleep(0.02)
             await asyncio.sleep(DOWN_SECONDS)
             restarted = time.monotonic()

@@ -26,12 +26,16 @@ KEYS = 20
 DUPLICATES = 50
 
 
-async def _storm(key: str, body: dict[str, Any], api_urls: list[str]) -> Any:
+async def _storm(
+    key: str, body: dict[str, Any], api_urls: list[str], headers: dict[str, str]
+) -> Any:
     # A client per API per key: httpx's pool does work per request that grows with its number of
     # connections, and one pool of 1,000 made the test's own client the bottleneck.
     async with contextlib.AsyncExitStack() as clients:
         apis = [
-            await clients.enter_async_context(httpx.AsyncClient(base_url=url, timeout=60))
+            await clients.enter_async_context(
+                httpx.AsyncClient(base_url=url, timeout=60, headers=headers)
+            )
             for url in api_urls
         ]
         answers = await asyncio.gather(
@@ -75,7 +79,9 @@ async def test_concurrent_duplicate_posts_make_one_payment_per_key(
             for key, i in keys.items()
         }
         started = time.monotonic()
-        storms = await asyncio.gather(*(_storm(k, bodies[k], api_urls) for k in keys))
+        storms = await asyncio.gather(
+            *(_storm(k, bodies[k], api_urls, stack.auth_headers) for k in keys)
+        )
         answered = time.monotonic()
 
         ids: dict[str, set[str]] = {}

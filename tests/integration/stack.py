@@ -25,8 +25,10 @@ from api.app import create_app
 from gateways.registry import build_gateways
 from gateways.sandbox_server.app import create_sandbox_app
 from gateways.sandbox_server.config import SandboxConfig
+from ledger import merchants
 from ledger import payments as ledger
 from ledger.engine import create_ledger_engine, session_factory, transaction
+from paytide.api_keys import KeyMode, Role
 from paytide.settings import Settings
 from tests.support.serve import bound_socket, serve, url_of
 from tests.support.webhook_recorder import WebhookRecorder
@@ -34,6 +36,18 @@ from worker.assemble import build_worker
 
 FINAL = {"succeeded", "failed", "blocked", "canceled", "conflicted"}
 MERCHANT_SECRET = "whsec_merchant_test"
+OPERATOR_ID = "operator"
+
+
+def issue_api_key(engine: Engine, merchant_id: str, role: Role = Role.MERCHANT) -> str:
+    """A fresh key for ``merchant_id`` (created when missing), as `paytide merchants` makes one."""
+    with transaction(session_factory(engine)) as session:
+        merchants.ensure_merchant(session, merchant_id=merchant_id, name=merchant_id, role=role)
+        return merchants.issue_key(session, merchant_id, KeyMode.TEST).text
+
+
+def bearer(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"}
 
 
 @dataclass
@@ -43,6 +57,14 @@ class Stack:
     sandbox: httpx.AsyncClient
     engine: Engine
     merchant: WebhookRecorder
+    # `api` acts for settings.default_merchant with this key; `operator` holds an operator's key.
+    api_key: str
+    operator: httpx.AsyncClient
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """For a test that opens its own client to the API."""
+        return bearer(self.api_key)
 
     async def pay(self, key: str | None = None, **fields: Any) -> httpx.Response:
         body = {
@@ -110,6 +132,10 @@ def stack_settings(
         "merchant_callback_secret": MERCHANT_SECRET,
         "webhook_timeout": 5.0,
         "initiate_wait": 5.0,
+        # Load and fault tests send hundreds of requests with one key at once; the rate-limit
+        # tests set their own limits.
+        "rate_limit_per_second": 100_000.0,
+        "rate_limit_burst": 100_000,
         **extra,
     }
     return Settings(**values)
@@ -179,8 +205,19 @@ async def running_stack(
                 executor=executor,
             )
             await stack.enter_async_context(worker)
+        # One key per stack for the default merchant, so tests keep their merchant's ids.
+        api_key = issue_api_key(engine, settings.default_merchant)
         api = await stack.enter_async_context(
-            httpx.AsyncClient(base_url=settings.effective_api_url, timeout=30)
+            httpx.AsyncClient(
+                base_url=settings.effective_api_url, timeout=30, headers=bearer(api_key)
+            )
+        )
+        operator = await stack.enter_async_context(
+            httpx.AsyncClient(
+                base_url=settings.effective_api_url,
+                timeout=30,
+                headers=bearer(issue_api_key(engine, OPERATOR_ID, Role.OPERATOR)),
+            )
         )
         sandbox = await stack.enter_async_context(
             httpx.AsyncClient(
@@ -188,4 +225,12 @@ async def running_stack(
                 headers={"Authorization": f"Bearer {settings.sandbox_api_key.get_secret_value()}"},
             )
         )
-        yield Stack(settings=settings, api=api, sandbox=sandbox, engine=engine, merchant=merchant)
+        yield Stack(
+            settings=settings,
+            api=api,
+            sandbox=sandbox,
+            engine=engine,
+            merchant=merchant,
+            api_key=api_key,
+            operator=operator,
+        )

@@ -20,6 +20,7 @@ from ledger.engine import create_ledger_engine
 from ledger.migrate import upgrade
 from ledger.models import Payment, WebhookEvent
 from paytide.settings import Settings
+from tests.integration.stack import bearer, issue_api_key
 from tests.support.serve import serve
 
 pytestmark = pytest.mark.integration
@@ -41,9 +42,14 @@ def api_ledger_url(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 async def api(api_ledger_url: str) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(database_url=api_ledger_url, temporal_address=UNREACHABLE_TEMPORAL)
+    engine = create_ledger_engine(api_ledger_url)
+    try:
+        api_key = issue_api_key(engine, settings.default_merchant)
+    finally:
+        engine.dispose()
     async with (
         serve(create_app(settings)) as base_url,
-        httpx.AsyncClient(base_url=base_url, timeout=15.0) as client,
+        httpx.AsyncClient(base_url=base_url, timeout=15.0, headers=bearer(api_key)) as client,
     ):
         yield client
 
@@ -186,6 +192,31 @@ async def test_metadata_value_must_be_a_string(api: httpx.AsyncClient) -> None:
     """A metadata value that is not a string is refused on its own key."""
     (item,) = field_errors(await api.post("/payments", json=valid_body(metadata={"n": 1})))
     assert (item["field"], item["code"]) == ("metadata.n", "invalid_type")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "code"),
+    [
+        ({"": "v"}, "invalid_key"),
+        ({"k" * 41: "v"}, "invalid_key"),
+        ({"k": "v" * 501}, "value_too_long"),
+        ({"k": {"nested": "v"}}, "invalid_type"),
+    ],
+)
+async def test_metadata_keys_and_values_are_bounded(
+    api: httpx.AsyncClient, metadata: dict[str, object], code: str
+) -> None:
+    """Metadata keys are 1-40 characters and values strings of at most 500: bounded storage."""
+    (item,) = field_errors(await api.post("/payments", json=valid_body(metadata=metadata)))
+    assert item["code"] == code
+    assert item["field"].startswith("metadata")
+
+
+async def test_unknown_field_inside_an_object_is_named(api: httpx.AsyncClient) -> None:
+    """Strictness reaches nested objects: an extra field in location is refused by its path."""
+    body = valid_body(location={"country": "DE", "colour": "blue"})
+    (item,) = field_errors(await api.post("/payments", json=body))
+    assert (item["field"], item["code"]) == ("location.colour", "unknown_field")
 
 
 @pytest.mark.parametrize("key", ["has space", "k" * 300, "tab\tkey"])

@@ -129,10 +129,12 @@ def _stop(run: DevRun) -> set[int]:
 
 
 def test_dev_brings_up_the_stack_takes_a_payment_and_stops_cleanly(tmp_path: Path) -> None:
-    """The README's first command: ready, Web UI answers, demo payment succeeds, no orphans."""
+    """The README's first command: ready, a demo key, demo payment succeeds, no orphans."""
     env = dev_env(tmp_path / "state")
     with paytide_dev(env) as run:
         run.read_until(r"paytide is up")
+        api_key = run.read_until(r"API key\s+(pt_test_\w+)").group(1)
+        auth = {"Authorization": f"Bearer {api_key}"}
         ready = httpx.get(f"{run.api}/readyz", timeout=5)
         assert ready.status_code == 200, ready.text
         assert all(part["ready"] for part in ready.json()["parts"].values())
@@ -159,8 +161,11 @@ def test_dev_brings_up_the_stack_takes_a_payment_and_stops_cleanly(tmp_path: Pat
     # Payments survive a restart: the same state folder brings the payment back.
     with paytide_dev(env, "--no-demo") as again:
         again.read_until(r"paytide is up")
-        payment = httpx.get(f"{again.api}/payments/{payment_id}", timeout=5).json()
+        # The demo merchant and its key are created once per state folder, not per start.
+        assert again.read_until(r"API key\s+(pt_test_\w+)").group(1) == api_key
+        payment = httpx.get(f"{again.api}/payments/{payment_id}", headers=auth, timeout=5).json()
         assert payment["status"] == "succeeded"
+        assert httpx.get(f"{again.api}/payments/{payment_id}", timeout=5).status_code == 401
         temporal = subprocess.run(
             [
                 str(Path(sys.executable).parent / "temporal"),

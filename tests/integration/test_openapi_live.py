@@ -49,6 +49,8 @@ async def test_openapi_json_describes_the_live_api(stack: Stack) -> None:
         "$ref": "#/components/schemas/CreatePayment"
     }
     assert spec["components"]["schemas"]["CreatePayment"]["additionalProperties"] is False
+    assert create["security"] == [{"apiKey": []}]
+    assert "security" not in spec["paths"]["/healthz"]["get"]
 
 
 async def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_spec(
@@ -75,6 +77,8 @@ async def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_spec
         "--report-dir",
         str(tmp_path),
         "--no-color",
+        "--header",
+        f"Authorization: {stack.auth_headers['Authorization']}",
         # /readyz may rightly answer 503 while a part is down; it is fuzzed like the rest.
     ]
     process = await asyncio.create_subprocess_exec(

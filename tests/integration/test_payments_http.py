@@ -202,25 +202,27 @@ async def test_review_queue_and_decision_over_http(
         assert created.status_code == 201, created.text
         payment = created.json()
         assert payment["status"] == "in_review"
-        queue = (await stack.api.get("/reviews")).json()["data"]
+        queue = (await stack.operator.get("/reviews")).json()["data"]
         assert payment["id"] in [p["id"] for p in queue]
 
         decision = {"decision": "approve", "reviewer": "ana", "reason": "known customer"}
-        approved = await stack.api.post(f"/payments/{payment['id']}/review", json=decision)
+        approved = await stack.operator.post(f"/payments/{payment['id']}/review", json=decision)
         assert approved.status_code == 200, approved.text
         final = await stack.wait_final(payment["id"])
         assert final["status"] == "succeeded"
         assert await stack.charges_for(payment["id"]) == 1
 
-        late = await stack.api.post(
+        late = await stack.operator.post(
             f"/payments/{payment['id']}/review",
             json={"decision": "reject", "reviewer": "bo", "reason": "too late"},
         )
         assert late.status_code == 409
         assert payment["id"] not in [
-            p["id"] for p in (await stack.api.get("/reviews")).json()["data"]
+            p["id"] for p in (await stack.operator.get("/reviews")).json()["data"]
         ]
-        bad = await stack.api.post(f"/payments/{payment['id']}/review", json={"decision": "maybe"})
+        bad = await stack.operator.post(
+            f"/payments/{payment['id']}/review", json={"decision": "maybe"}
+        )
         assert bad.status_code == 422
 
 

@@ -159,3 +159,23 @@ def test_level_filter_applies(capsys: pytest.CaptureFixture[str]) -> None:
     get_logger("test").debug("noise")
     get_logger("test").info("kept")
     assert [event["event"] for event in emitted(capsys)] == ["kept"]
+
+
+def test_paytide_api_key_is_redacted_and_its_prefix_kept(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A full paytide key in any field or message is cut out; its public prefix is not."""
+    log_json_to_stderr()
+    key = "pt_live_0123456789ab_" + "9f" * 32
+    get_logger("test").info(
+        f"merchant pasted {key} into a ticket",
+        note=f"header was {key}",
+        key_prefix="pt_live_0123456789ab",
+        authorization=f"Bearer {key}",
+    )
+    event = only(capsys)
+    assert "9f" * 32 not in json.dumps(event)
+    assert event["event"] == f"merchant pasted {REDACTED} into a ticket"
+    assert event["note"] == f"header was {REDACTED}"
+    assert event["authorization"] == REDACTED
+    assert event["key_prefix"] == "pt_live_0123456789ab"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from api.app import ROUTES
+from api.auth import is_public
 from api.openapi import OPERATIONS, build_spec
 
 pytestmark = pytest.mark.unit
@@ -52,3 +53,13 @@ def test_links_from_create_point_at_operations_that_exist() -> None:
     links = spec["paths"]["/payments"]["post"]["responses"]["201"]["links"]
     assert {link["operationId"] for link in links.values()} <= ids
     assert {link["parameters"]["payment_id"] for link in links.values()} == {"$response.body#/id"}
+
+
+def test_operations_without_a_key_are_exactly_the_public_paths() -> None:
+    """The spec's keyless operations are the ones the auth middleware lets through."""
+    spec = build_spec("test")
+    keyless = {
+        path for path, ops in spec["paths"].items() for op in ops.values() if "security" not in op
+    }
+    assert keyless == {path for path, _ in {(op.path, op) for op in OPERATIONS} if is_public(path)}
+    assert all(is_public(op.path) == op.public for op in OPERATIONS)

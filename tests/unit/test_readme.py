@@ -36,3 +36,20 @@ def test_configuration_table_names_every_setting() -> None:
     """Every setting appears in the README's configuration table."""
     variables = [f"PAYTIDE_{name.upper()}" for name in Settings.model_fields]
     assert [v for v in variables if f"| `{v}` |" not in README] == []
+
+
+def test_api_examples_send_an_api_key() -> None:
+    """Every curl example against the API's payment or review routes, in the README and the
+    docs, sends an Authorization header: without one it would answer 401."""
+    texts = {"README.md": README} | {
+        f"docs/{path.name}": path.read_text() for path in (ROOT / "docs").glob("*.md")
+    }
+    examples = [
+        (name, line)
+        for name, text in texts.items()
+        for line in text.splitlines()
+        if line.lstrip().startswith("curl")
+        and re.search(r"127\.0\.0\.1:8000/(payments|reviews)", line)
+    ]
+    assert examples, "no API examples found: the pattern is stale"
+    assert [(n, line) for n, line in examples if "Authorization: Bearer" not in line] == []
