@@ -53,6 +53,7 @@ from workflows.contract import (
     GatewayEvent,
     GatewayName,
     NextAction,
+    RefundLookup,
     RefundOutcome,
     RefundRequest,
     RefundState,
@@ -409,7 +410,10 @@ class AdyenGateway:
         body: dict[str, Any] = {
             "merchantAccount": self._merchant_account,
             "amount": {"value": request.amount_minor, "currency": request.currency},
-            "reference": _reference(request.idempotency_key) or request.payment_id,
+            # Our refund id comes back as the REFUND notification's merchantReference.
+            "reference": request.refund_id
+            or _reference(request.idempotency_key)
+            or request.payment_id,
         }
         if request.reason:
             body["merchantRefundReason"] = _REFUND_REASONS.get(request.reason, "OTHER")
@@ -422,6 +426,10 @@ class AdyenGateway:
             ),
         )
         return RefundOutcome(state=RefundState.PENDING, refund_reference=answer["pspReference"])
+
+    async def retrieve_refund(self, lookup: RefundLookup) -> RefundOutcome:
+        """Adyen offers no lookup of a modification: only the REFUND webhook settles it."""
+        return RefundOutcome(state=RefundState.PENDING, refund_reference=lookup.refund_reference)
 
     async def _modification(self, operation: str, call: Callable[[], Any]) -> dict[str, Any]:
         answer = await self._send(operation, call)

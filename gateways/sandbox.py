@@ -37,6 +37,7 @@ from workflows.contract import (
     GatewayEvent,
     GatewayName,
     NextAction,
+    RefundLookup,
     RefundOutcome,
     RefundRequest,
     RefundState,
@@ -239,6 +240,8 @@ class SandboxGateway:
             "currency": request.currency,
             "metadata": {"payment_id": request.payment_id},
         }
+        if request.refund_id is not None:
+            body["metadata"]["refund_id"] = request.refund_id
         if request.reason is not None:
             body["reason"] = request.reason
         response = await self._send(
@@ -258,6 +261,17 @@ class SandboxGateway:
             return RefundOutcome(
                 state=RefundState.FAILED,
                 failure=Failure(code=code, message=message, retryable=False),
+            )
+        return _refund_outcome(self._refund_json(response))
+
+    async def retrieve_refund(self, lookup: RefundLookup) -> RefundOutcome:
+        response = await self._send(
+            "GET", f"/v1/refunds/{_segment(lookup.refund_reference)}", allow={404}
+        )
+        if response.status_code == 404:
+            # We hold a reference the sandbox gave us; it not knowing it proves nothing yet.
+            return RefundOutcome(
+                state=RefundState.PENDING, refund_reference=lookup.refund_reference
             )
         return _refund_outcome(self._refund_json(response))
 

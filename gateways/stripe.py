@@ -47,6 +47,7 @@ from workflows.contract import (
     GatewayEvent,
     GatewayName,
     NextAction,
+    RefundLookup,
     RefundOutcome,
     RefundRequest,
     RefundState,
@@ -497,6 +498,8 @@ class StripeGateway:
             "payment_id": request.payment_id,
             IDEMPOTENCY_METADATA_KEY: request.idempotency_key,
         }
+        if request.refund_id is not None:
+            metadata["refund_id"] = request.refund_id
         reason = request.reason if request.reason in STRIPE_REFUND_REASONS else None
         if request.reason and reason is None:
             # Stripe takes three reasons only; paytide's own goes along in metadata.
@@ -521,6 +524,20 @@ class StripeGateway:
             raise _translate(error, "create a refund") from error
         except stripe.StripeError as error:
             raise _translate(error, "create a refund") from error
+        return _refund_outcome(_as_dict(refund))
+
+    async def retrieve_refund(self, lookup: RefundLookup) -> RefundOutcome:
+        try:
+            refund = await self._client.v1.refunds.retrieve_async(lookup.refund_reference)
+        except stripe.InvalidRequestError as error:
+            if error.http_status == 404:
+                # A reference Stripe gave us: not finding it is a lagging read, not an answer.
+                return RefundOutcome(
+                    state=RefundState.PENDING, refund_reference=lookup.refund_reference
+                )
+            raise _translate(error, "retrieve a refund") from error
+        except stripe.StripeError as error:
+            raise _translate(error, "retrieve a refund") from error
         return _refund_outcome(_as_dict(refund))
 
 

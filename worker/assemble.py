@@ -1,4 +1,5 @@
-"""Assemble the Temporal worker: the payment workflow and every activity with its dependencies."""
+"""Assemble the Temporal worker: the payment, refund and dispute workflows and every activity
+with its dependencies."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.gateway import GatewayActivities
 from activities.ledger import LedgerActivities
 from activities.notify import NotificationActivities
+from activities.refund_ledger import RefundLedgerActivities
 from activities.risk import RiskActivities
 from gateways.base import Gateway
 from ledger.engine import SessionFactory
 from paytide.settings import Settings
 from workflows.contract import GatewayName
 from workflows.payment import PaymentWorkflow
+from workflows.refund import RefundWorkflow
 
-WORKFLOWS = [PaymentWorkflow]
+WORKFLOWS = [PaymentWorkflow, RefundWorkflow]
 
 # The SDK logs a failed workflow activation from inside the sandbox; our log formatter
 # (structlog) must then be the real module, not a sandboxed re-import that reads os.environ.
@@ -40,6 +43,7 @@ def build_worker(
     task_queue: str | None = None,
 ) -> Worker:
     ledger = LedgerActivities(sessions)
+    refund_ledger = RefundLedgerActivities(sessions)
     risk = RiskActivities.from_settings(sessions, settings)
     gateway = GatewayActivities(gateways)
     secret = settings.merchant_callback_secret
@@ -67,6 +71,13 @@ def build_worker(
             gateway.capture,
             notify.notify_merchant,
             notify.alert_operators,
+            # Refunds (workflows/refund.py).
+            refund_ledger.reserve,
+            refund_ledger.record_reference,
+            refund_ledger.settle,
+            gateway.refund,
+            gateway.retrieve_refund,
+            notify.notify_merchant_refund,
         ],
         # Ledger and risk activities are synchronous database code; they run on these threads.
         activity_executor=executor,

@@ -229,6 +229,8 @@ class RefundRequest:
     amount_minor: int
     currency: str
     reason: str | None = None
+    # Our refund id, sent as metadata / merchant reference so the refund's webhook finds it.
+    refund_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
