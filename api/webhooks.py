@@ -1,4 +1,5 @@
-"""``POST /webhooks/{gateway}``: verify, record, find the payment, signal its workflow."""
+"""``POST /webhooks/{gateway}``: verify, record, find the workflow the event is about (payment,
+refund or dispute), signal it."""
 
 from __future__ import annotations
 
@@ -13,11 +14,13 @@ from api.errors import ApiError
 from api.state import ApiState
 from gateways.base import WebhookRejected
 from ledger import payments as ledger
+from ledger import refunds as refund_ledger
 from ledger.engine import transaction
-from ledger.models import Payment
+from ledger.models import Payment, RefundRecord
 from paytide.logging import get_logger
 from workflows.contract import GatewayEvent, GatewayName
 from workflows.payment import PaymentWorkflow
+from workflows.refund import RefundWorkflow
 
 log = get_logger("paytide.api.webhooks")
 MAX_WEBHOOK_BYTES = 256 * 1024
@@ -46,6 +49,12 @@ async def receive_webhook(request: Request) -> Response:
 
 
 async def _deliver(state: ApiState, event: GatewayEvent) -> str:
+    if event.refund is not None:
+        return await _deliver_refund(state, event)
+    return await _deliver_charge(state, event)
+
+
+async def _deliver_charge(state: ApiState, event: GatewayEvent) -> str:
     def record() -> tuple[Payment | None, bool]:
         with transaction(state.sessions) as session:
             payment = _find_payment(session, event)
@@ -82,6 +91,47 @@ async def _deliver(state: ApiState, event: GatewayEvent) -> str:
         payment_id=payment.id,
         duplicate=not fresh,
     )
+    await _mark(state, event, "signalled")
+    return "signalled"
+
+
+async def _deliver_refund(state: ApiState, event: GatewayEvent) -> str:
+    """A refund event goes to its RefundWorkflow, found through the refund's ledger row."""
+    notice = event.refund
+    assert notice is not None
+
+    def record() -> RefundRecord | None:
+        with transaction(state.sessions) as session:
+            refund = refund_ledger.find_for_event(
+                session, event.provider.value, notice.refund_id, notice.refund_reference
+            )
+            ledger.record_webhook(
+                session,
+                provider=event.provider.value,
+                event_id=event.event_id,
+                event_type=event.event_type,
+                payment_id=refund.payment_id if refund else None,
+                gateway_reference=notice.refund_reference or event.gateway_reference,
+            )
+            return refund
+
+    refund = await run_in_threadpool(record)
+    if refund is None:
+        # Made outside paytide (the gateway's dashboard), or not ours: kept, never a 5xx.
+        log.info("webhook_for_unknown_refund", event_id=event.event_id, provider=event.provider)
+        await _mark(state, event, "unknown_refund")
+        return "unknown_refund"
+    try:
+        await state.temporal.get_workflow_handle(refund.workflow_id).signal(
+            RefundWorkflow.refund_event, event
+        )
+    except RPCError as error:
+        if error.status is not RPCStatusCode.NOT_FOUND:
+            raise
+        log.info("webhook_for_closed_refund", event_id=event.event_id, refund_id=refund.id)
+        await _mark(state, event, "refund_closed")
+        return "refund_closed"
+    log.info("webhook_signalled", event_id=event.event_id, refund_id=refund.id)
     await _mark(state, event, "signalled")
     return "signalled"
 

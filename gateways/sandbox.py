@@ -38,6 +38,7 @@ from workflows.contract import (
     GatewayName,
     NextAction,
     RefundLookup,
+    RefundNotice,
     RefundOutcome,
     RefundRequest,
     RefundState,
@@ -395,8 +396,7 @@ class SandboxWebhookVerifier:
                 "malformed_payload", f"signed webhook body is not a sandbox event: {error}"
             ) from None
         if event_type.startswith("refund."):
-            # Refunds are acknowledged but not yet followed: no workflow waits on them so far.
-            return []
+            return _refund_events(event_id, event_type, charge)
         failure = _failure(charge.get("failure"))
         if event_type == "charge.failed":
             retryable = failure is not None and failure.retryable
@@ -423,6 +423,34 @@ class SandboxWebhookVerifier:
                 workflow_id=_str(metadata.get("workflow_id")),
             )
         ]
+
+
+def _refund_events(event_id: str, event_type: str, refund: dict[str, Any]) -> list[GatewayEvent]:
+    state = _REFUND_STATES.get(event_type.removeprefix("refund."))
+    if state is None:
+        return []  # a refund state this paytide does not know: acknowledged, ignored
+    metadata = refund.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    amount, currency = _int(refund.get("amount")), _str(refund.get("currency"))
+    return [
+        GatewayEvent(
+            provider=GatewayName.SANDBOX,
+            event_id=event_id,
+            event_type=event_type,
+            # A refund belongs to a succeeded charge; the refund's own state is in `refund`.
+            state=ChargeState.SUCCEEDED,
+            gateway_reference=_str(refund.get("charge")),
+            payment_id=_str(metadata.get("payment_id")),
+            refund=RefundNotice(
+                state=state,
+                refund_reference=_str(refund.get("id")),
+                refund_id=_str(metadata.get("refund_id")),
+                amount_minor=amount,
+                currency=currency,
+                failure=_failure(refund.get("failure")),
+            ),
+        )
+    ]
 
 
 def _segment(value: str) -> str:
