@@ -6,7 +6,7 @@ from temporalio import activity
 
 from ledger import disputes
 from ledger.engine import SessionFactory, transaction
-from workflows.dispute_contract import DisputeChange, DisputeView
+from workflows.dispute_contract import DisputeChange, DisputeRecorded
 
 
 class DisputeLedgerActivities:
@@ -14,6 +14,6 @@ class DisputeLedgerActivities:
         self._sessions = sessions
 
     @activity.defn(name="record_dispute_change")
-    def record_change(self, change: DisputeChange) -> DisputeView:
+    def record_change(self, change: DisputeChange) -> DisputeRecorded:
         with transaction(self._sessions) as session:
             return disputes.apply_change(session, change)

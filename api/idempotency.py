@@ -72,3 +72,12 @@ def refund_workflow_id(merchant_id: str, key: str) -> str:
 
 def refund_id(workflow: str) -> str:
     return _object_id("ref", workflow)
+
+
+def dispute_workflow_id(provider: str, reference: str) -> str:
+    """Keyed by the gateway's own dispute id: every webhook about it names the same workflow."""
+    return f"dispute-{provider}-{reference}"
+
+
+def dispute_id(workflow: str) -> str:
+    return _object_id("dp", workflow)

@@ -13,6 +13,7 @@ import json
 import time
 import urllib.parse
 from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -33,6 +34,8 @@ from workflows.contract import (
     ChargeOutcome,
     ChargeRequest,
     ChargeState,
+    DisputeNotice,
+    DisputeState,
     Failure,
     GatewayEvent,
     GatewayName,
@@ -397,6 +400,8 @@ class SandboxWebhookVerifier:
             ) from None
         if event_type.startswith("refund."):
             return _refund_events(event_id, event_type, charge)
+        if event_type.startswith("dispute."):
+            return _dispute_events(event_id, event_type, charge)
         failure = _failure(charge.get("failure"))
         if event_type == "charge.failed":
             retryable = failure is not None and failure.retryable
@@ -448,6 +453,47 @@ def _refund_events(event_id: str, event_type: str, refund: dict[str, Any]) -> li
                 amount_minor=amount,
                 currency=currency,
                 failure=_failure(refund.get("failure")),
+            ),
+        )
+    ]
+
+
+_DISPUTE_STATES: dict[str, DisputeState] = {
+    "needs_response": DisputeState.NEEDS_RESPONSE,
+    "under_review": DisputeState.UNDER_REVIEW,
+    "won": DisputeState.WON,
+    "lost": DisputeState.LOST,
+}
+
+
+def _dispute_events(event_id: str, event_type: str, dispute: dict[str, Any]) -> list[GatewayEvent]:
+    reference, status = _str(dispute.get("id")), dispute.get("status")
+    state = _DISPUTE_STATES.get(status) if isinstance(status, str) else None
+    if reference is None or state is None:
+        raise WebhookRejected(
+            "malformed_payload", f"{event_type} event {event_id} carries no dispute id or status"
+        )
+    due = _int(dispute.get("evidence_due_by"))
+    metadata = dispute.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    return [
+        GatewayEvent(
+            provider=GatewayName.SANDBOX,
+            event_id=event_id,
+            event_type=event_type,
+            # Only a succeeded charge can be disputed; the dispute's own state is in `dispute`.
+            state=ChargeState.SUCCEEDED,
+            gateway_reference=_str(dispute.get("charge")),
+            payment_id=_str(metadata.get("payment_id")),
+            dispute=DisputeNotice(
+                dispute_reference=reference,
+                state=state,
+                amount_minor=_int(dispute.get("amount")),
+                currency=_str(dispute.get("currency")),
+                reason=_str(dispute.get("reason")),
+                evidence_due_by=(
+                    datetime.fromtimestamp(due, UTC).isoformat() if due is not None else None
+                ),
             ),
         )
     ]

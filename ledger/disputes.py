@@ -19,7 +19,7 @@ from workflows.contract import (
     GatewayName,
     PaymentStatus,
 )
-from workflows.dispute_contract import DisputeChange, DisputeView
+from workflows.dispute_contract import DisputeChange, DisputeRecorded, DisputeView
 
 
 def _moment(at: str) -> datetime:
@@ -50,7 +50,7 @@ def get(session: Session, provider: str, reference: str) -> DisputeRecord | None
     ).first()
 
 
-def apply_change(session: Session, change: DisputeChange) -> DisputeView:
+def apply_change(session: Session, change: DisputeChange) -> DisputeRecorded:
     """Create the dispute or move it to the event's state; applying one change twice is a no-op."""
     notice = change.event.dispute
     if notice is None:
@@ -87,13 +87,18 @@ def apply_change(session: Session, change: DisputeChange) -> DisputeView:
         assert row is not None
         if payment is not None:
             _payment_follows(session, payment, row, notice.state, now)
-        return to_view(row)
+        created = _created_by(row, now)
+        return DisputeRecorded(dispute=to_view(row), created=created, changed=created)
+    if _created_by(row, now):
+        # A retried activity whose first try committed: the creation was this change's.
+        return DisputeRecorded(dispute=to_view(row), created=True, changed=True)
     if DisputeState(row.status) is notice.state:
-        return to_view(row)  # a re-delivered event, or a retried activity
+        return DisputeRecorded(dispute=to_view(row))  # a re-delivery
     if DisputeState(row.status) in FINAL_DISPUTE_STATES and notice.state not in (
         FINAL_DISPUTE_STATES
     ):
-        return to_view(row)  # a late "updated" event never reopens a decided dispute
+        # A late "updated" event never reopens a decided dispute.
+        return DisputeRecorded(dispute=to_view(row))
     values: dict[str, Any] = {"status": notice.state.value, "updated_at": now}
     if notice.reason:
         values["reason"] = notice.reason[:200]
@@ -112,7 +117,13 @@ def apply_change(session: Session, change: DisputeChange) -> DisputeView:
         locked = payments.lock_payment(session, row.payment_id)
         if locked is not None:
             _payment_follows(session, locked, row, notice.state, now)
-    return to_view(row)
+    return DisputeRecorded(dispute=to_view(row), changed=True)
+
+
+def _created_by(row: DisputeRecord, at: datetime) -> bool:
+    """Whether this change created the row: its time is the workflow's, the same on every retry
+    of the activity, and no other change of the dispute carries it."""
+    return payments.iso(row.created_at) == payments.iso(at)
 
 
 def _payment_follows(

@@ -11,6 +11,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.dispute_ledger import DisputeLedgerActivities
 from activities.gateway import GatewayActivities
 from activities.ledger import LedgerActivities
 from activities.notify import NotificationActivities
@@ -20,10 +21,11 @@ from gateways.base import Gateway
 from ledger.engine import SessionFactory
 from paytide.settings import Settings
 from workflows.contract import GatewayName
+from workflows.dispute import DisputeWorkflow
 from workflows.payment import PaymentWorkflow
 from workflows.refund import RefundWorkflow
 
-WORKFLOWS = [PaymentWorkflow, RefundWorkflow]
+WORKFLOWS = [PaymentWorkflow, RefundWorkflow, DisputeWorkflow]
 
 # The SDK logs a failed workflow activation from inside the sandbox; our log formatter
 # (structlog) must then be the real module, not a sandboxed re-import that reads os.environ.
@@ -44,6 +46,7 @@ def build_worker(
 ) -> Worker:
     ledger = LedgerActivities(sessions)
     refund_ledger = RefundLedgerActivities(sessions)
+    dispute_ledger = DisputeLedgerActivities(sessions)
     risk = RiskActivities.from_settings(sessions, settings)
     gateway = GatewayActivities(gateways)
     secret = settings.merchant_callback_secret
@@ -78,6 +81,10 @@ def build_worker(
             gateway.refund,
             gateway.retrieve_refund,
             notify.notify_merchant_refund,
+            # Disputes (workflows/dispute.py).
+            dispute_ledger.record_change,
+            notify.notify_merchant_dispute,
+            notify.alert_operators_dispute,
         ],
         # Ledger and risk activities are synchronous database code; they run on these threads.
         activity_executor=executor,

@@ -22,6 +22,7 @@ class DisputeSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class DisputeInput:
+    dispute_id: str
     provider: GatewayName
     dispute_reference: str
     settings: DisputeSettings = field(default_factory=DisputeSettings)
@@ -53,6 +54,17 @@ class DisputeChange:
     workflow_id: str
     event: GatewayEvent
     at: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DisputeRecorded:
+    """The dispute after one change, and whether the change moved it (a re-delivery does not)."""
+
+    dispute: DisputeView
+    # The ledger had no row for this dispute before this change.
+    created: bool = False
+    # The dispute's status changed (or it was created) with this event.
+    changed: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

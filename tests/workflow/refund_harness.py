@@ -1,5 +1,5 @@
-"""Run RefundWorkflow on the time-skipping server with the real ledger activities, a scripted
-gateway behind the real gateway activities, and a recording notifier."""
+"""Run RefundWorkflow and DisputeWorkflow on the time-skipping server with the real ledger
+activities, a scripted gateway behind the real gateway activities, and a recording notifier."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.dispute_ledger import DisputeLedgerActivities
 from activities.gateway import GatewayActivities
 from activities.refund_ledger import RefundLedgerActivities
 from ledger.engine import SessionFactory
@@ -29,6 +30,8 @@ from workflows.contract import (
     RefundNotice,
     RefundState,
 )
+from workflows.dispute import DisputeWorkflow
+from workflows.dispute_contract import DisputeNotification
 from workflows.refund import RefundWorkflow
 from workflows.refund_contract import (
     RefundInput,
@@ -44,11 +47,23 @@ REFUND_SETTINGS = RefundSettings(webhook_timeout_seconds=60, max_wait_seconds=60
 @dataclass
 class RefundNotifier:
     refunds: list[tuple[str, str, RefundState]] = field(default_factory=list)
+    disputes: list[DisputeNotification] = field(default_factory=list)
+    alerts: list[DisputeNotification] = field(default_factory=list)
 
     @activity.defn(name="notify_merchant_refund")
     async def notify_refund(self, notification: RefundNotification) -> NotificationResult:
         refund = notification.refund
         self.refunds.append((notification.event_type, refund.refund_id, refund.status))
+        return NotificationResult(delivered=True, status_code=200)
+
+    @activity.defn(name="notify_merchant_dispute")
+    async def notify_dispute(self, notification: DisputeNotification) -> NotificationResult:
+        self.disputes.append(notification)
+        return NotificationResult(delivered=True, status_code=200)
+
+    @activity.defn(name="alert_operators_dispute")
+    async def alert_dispute(self, alert: DisputeNotification) -> NotificationResult:
+        self.alerts.append(alert)
         return NotificationResult(delivered=True, status_code=200)
 
 
@@ -123,19 +138,23 @@ async def running_refunds(
     task_queue = f"refunds-{uuid.uuid4().hex[:8]}"
     notifier = RefundNotifier()
     ledger = RefundLedgerActivities(sessions)
+    disputes = DisputeLedgerActivities(sessions)
     gateways = GatewayActivities({gateway.name: gateway})
     with ThreadPoolExecutor(max_workers=8) as executor:
         async with Worker(
             env.client,
             task_queue=task_queue,
-            workflows=[RefundWorkflow],
+            workflows=[RefundWorkflow, DisputeWorkflow],
             activities=[
                 ledger.reserve,
                 ledger.record_reference,
                 ledger.settle,
+                disputes.record_change,
                 gateways.refund,
                 gateways.retrieve_refund,
                 notifier.notify_refund,
+                notifier.notify_dispute,
+                notifier.alert_dispute,
             ],
             activity_executor=executor,
         ):
