@@ -17,7 +17,7 @@ from temporalio import workflow
 # The sandbox re-imports this module for ChangedPaymentWorkflow: pass the rest through.
 with workflow.unsafe.imports_passed_through():
     from paytide.operator import load_history_file, replay_histories
-    from tests.histories.record import BRANCHES
+    from tests.histories.record import BRANCHES, REFUND_AND_DISPUTE
     from workflows.contract import PaymentInput, PaymentView
     from workflows.payment import PaymentWorkflow
 
@@ -43,8 +43,9 @@ def recorded() -> list[Path]:
 
 
 def test_every_branch_has_a_recorded_history() -> None:
-    """Each branch the recorder knows has its JSON file, so none is silently left out."""
-    assert sorted(path.stem for path in recorded()) == sorted(BRANCHES)
+    """Each branch the recorder knows (payment, refund, dispute) has its JSON file, so none is
+    silently left out."""
+    assert sorted(path.stem for path in recorded()) == sorted([*BRANCHES, *REFUND_AND_DISPUTE])
 
 
 async def test_recorded_histories_replay_with_the_current_workflow() -> None:
