@@ -205,6 +205,8 @@ async def _replay_closed(
         ).result()
     except RPCError:
         closed = RefundResult()
+    if closed.fingerprint and closed.fingerprint != refund.fingerprint:
+        raise _key_reused()
     if closed.refusal is None:
         raise ApiError(
             409,

@@ -81,7 +81,9 @@ class RefundWorkflow:
         if reservation.refund is None:
             await workflow.wait_condition(workflow.all_handlers_finished)
             return RefundResult(
-                refusal=reservation.refusal, refundable_minor=reservation.refundable_minor
+                refusal=reservation.refusal,
+                refundable_minor=reservation.refundable_minor,
+                fingerprint=self._request.fingerprint,
             )
         self._view = reservation.refund
         self._reference = reservation.refund.refund_reference
@@ -104,7 +106,7 @@ class RefundWorkflow:
         )
         await self._notify_merchant(self._view)
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return RefundResult(refund=self._view)
+        return RefundResult(refund=self._view, fingerprint=self._request.fingerprint)
 
     # ---- Messages -------------------------------------------------------------------------
 

@@ -118,6 +118,8 @@ class RefundResult:
     refund: RefundView | None = None
     refusal: Failure | None = None
     refundable_minor: int = 0
+    # The request's fingerprint: a replay of a refused refund is checked against it.
+    fingerprint: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

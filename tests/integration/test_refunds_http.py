@@ -111,11 +111,17 @@ async def test_partial_refunds_up_to_the_total_then_over_refund_is_422(stack: St
 
 
 async def test_over_refund_is_rejected_before_the_gateway(stack: Stack) -> None:
-    """2000 of a 1999 payment: 422 refund_exceeds_refundable with refundable 1999; no refund."""
+    """2000 of a 1999 payment: 422 refund_exceeds_refundable with refundable 1999; no refund. The
+    same request again is refused again; the key with another body is idempotency_key_reused."""
     payment = await paid(stack)
 
-    over = await refund(stack, payment["id"], amount=2000)
+    key = uuid.uuid4().hex
+    over = await refund(stack, payment["id"], key, amount=2000)
+    again = await refund(stack, payment["id"], key, amount=2000)
+    other = await refund(stack, payment["id"], key, amount=10)
 
+    assert (again.status_code, again.json()["error"]["code"]) == (422, "refund_exceeds_refundable")
+    assert (other.status_code, other.json()["error"]["code"]) == (422, "idempotency_key_reused")
     assert over.status_code == 422, over.text
     assert over.json()["error"] == {
         "code": "refund_exceeds_refundable",
