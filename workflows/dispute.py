@@ -100,7 +100,11 @@ class DisputeWorkflow:
         if self._view is None:
             return None  # signal-with-start: the first event is on its way
         remind_at = self._reminder_due_at()
-        if remind_at is not None:
+        if remind_at is not None and self._view.evidence_due_by:
+            if datetime.fromisoformat(self._view.evidence_due_by) <= workflow.now():
+                # Already past due: a reminder could not help any more.
+                self._reminded_for = self._view.evidence_due_by
+                return timedelta(seconds=self._settings.max_open_seconds)
             # A reminder already late (a short evidence window) goes out at once.
             return max(remind_at - workflow.now(), timedelta(milliseconds=1))
         return timedelta(seconds=self._settings.max_open_seconds)

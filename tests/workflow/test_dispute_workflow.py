@@ -196,3 +196,22 @@ async def test_duplicate_dispute_webhooks_make_one_workflow_and_one_dispute(
     assert len({handle.result_run_id for handle in handles}) == 1
     assert [n.event_type for n in h.notifier.disputes] == ["dispute.created", "dispute.won"]
     assert len(dispute_rows(sessions, reference)) == 1
+
+
+async def test_no_reminder_for_evidence_already_due(
+    time_skipping_env: WorkflowEnvironment, sessions: SessionFactory
+) -> None:
+    """A dispute whose evidence was due before it reached us gets no reminder, only its outcome."""
+    payment = seed_succeeded_payment(sessions)
+    reference = f"dp_{uuid.uuid4().hex[:10]}"
+    due = (await time_skipping_env.get_current_time() - timedelta(hours=1)).isoformat()
+    async with running_refunds(time_skipping_env, sessions, ScriptedGateway()) as h:
+        handle = await deliver(
+            h, dispute_event(payment, reference, DisputeState.NEEDS_RESPONSE, due=due)
+        )
+        await until(lambda: len(h.notifier.disputes) == 1)
+        await time_skipping_env.sleep(timedelta(days=2))
+        await deliver(h, dispute_event(payment, reference, DisputeState.WON))
+        await handle.result()
+
+    assert [n.event_type for n in h.notifier.disputes] == ["dispute.created", "dispute.won"]
