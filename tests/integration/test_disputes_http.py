@@ -144,7 +144,9 @@ async def test_dispute_lost_leaves_the_payment_dispute_lost(ds: DisputeStack) ->
     assert [d["status"] for d in lost["disputes"]] == ["lost"]
     await stack.merchant.wait_for(merchant_event("dispute.lost", dispute))
     refund = await stack.api.post(
-        f"/payments/{payment['id']}/refunds", json={}, headers={"Idempotency-Key": "after-lost"}
+        f"/payments/{payment['id']}/refunds",
+        json={},
+        headers={"Idempotency-Key": f"after-lost-{payment['id']}"},
     )
     assert (refund.status_code, refund.json()["error"]["code"]) == (409, "payment_not_refundable")
 
