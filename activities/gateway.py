@@ -17,6 +17,9 @@ from workflows.contract import (
     ChargeOutcome,
     ChargeRequest,
     GatewayName,
+    RefundLookup,
+    RefundOutcome,
+    RefundRequest,
 )
 
 T = TypeVar("T")
@@ -76,6 +79,21 @@ class GatewayActivities:
     async def cancel(self, request: CancelRequest) -> ChargeOutcome:
         gateway = self._gateway(request.gateway)
         return await _translated(lambda: gateway.cancel(request))
+
+    @activity.defn(name="refund_charge")
+    async def refund(self, request: RefundRequest) -> RefundOutcome:
+        gateway = self._gateway(request.gateway)
+        outcome = await _translated(lambda: gateway.refund(request))
+        activity.logger.info(
+            "gateway answered refund",
+            extra={"refund_id": request.refund_id, "refund_state": outcome.state.value},
+        )
+        return outcome
+
+    @activity.defn(name="reconcile_refund")
+    async def retrieve_refund(self, lookup: RefundLookup) -> RefundOutcome:
+        gateway = self._gateway(lookup.gateway)
+        return await _translated(lambda: gateway.retrieve_refund(lookup))
 
 
 async def _translated(call: Callable[[], Awaitable[T]]) -> T:

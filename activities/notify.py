@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import time
+from typing import Any
 
 import httpx
 from temporalio import activity
@@ -15,9 +16,15 @@ from gateways.signing import sign
 from ledger import payments
 from ledger.engine import SessionFactory, transaction
 from workflows.contract import NotificationInput, NotificationResult, OperatorAlert
-from workflows.public import public_payment
+from workflows.dispute_contract import DisputeNotification
+from workflows.public import public_dispute, public_payment, public_refund
+from workflows.refund_contract import RefundNotification
 
 SIGNATURE_HEADER = "Paytide-Signature"
+
+
+class _Undelivered(Exception):
+    """The endpoint did not take the event; the message says how it failed."""
 
 
 def event_id(payment_id: str, event_type: str) -> str:
@@ -44,81 +51,117 @@ class NotificationActivities:
         self._ops_url = ops_url
         self._ops_secret = ops_secret
 
-    @activity.defn(name="alert_operators")
-    async def alert_operators(self, alert: OperatorAlert) -> NotificationResult:
-        """Tell the operators' channel about a payment that needs a human, with its factors."""
-        if not self._ops_url or not self._ops_secret:
-            return NotificationResult(delivered=False, skipped_reason="no_ops_alert_url")
+    async def _post(self, url: str, secret: str, event: str, kind: str, data: Any) -> int:
+        """POST one signed event; the status code of a 2xx answer, else a retryable error."""
         body = json.dumps(
-            {
-                "id": event_id(alert.payment.payment_id, f"ops.{alert.kind}"),
-                "type": alert.kind,
-                "created": int(time.time()),
-                "data": public_payment(alert.payment),
-            },
+            {"id": event, "type": kind, "created": int(time.time()), "data": data},
             separators=(",", ":"),
         ).encode()
         headers = {
-            SIGNATURE_HEADER: sign(self._ops_secret, body, int(time.time())),
+            SIGNATURE_HEADER: sign(secret, body, int(time.time())),
             "Content-Type": "application/json",
         }
         try:
-            response = await self._client.post(self._ops_url, content=body, headers=headers)
+            response = await self._client.post(url, content=body, headers=headers)
         except httpx.HTTPError as error:
-            raise ApplicationError(
-                f"ops alert endpoint unreachable: {type(error).__name__}", type="alert_failed"
-            ) from error
+            raise _Undelivered(f"endpoint unreachable: {type(error).__name__}: {error}") from error
         if not response.is_success:
-            raise ApplicationError(
-                f"ops alert endpoint answered {response.status_code}", type="alert_failed"
+            raise _Undelivered(f"endpoint answered {response.status_code}")
+        return response.status_code
+
+    async def _alert(self, subject_id: str, kind: str, data: Any) -> NotificationResult:
+        if not self._ops_url or not self._ops_secret:
+            return NotificationResult(delivered=False, skipped_reason="no_ops_alert_url")
+        try:
+            status = await self._post(
+                self._ops_url, self._ops_secret, event_id(subject_id, f"ops.{kind}"), kind, data
             )
-        return NotificationResult(delivered=True, status_code=response.status_code)
+        except _Undelivered as error:
+            raise ApplicationError(f"ops alert {error}", type="alert_failed") from error
+        return NotificationResult(delivered=True, status_code=status)
+
+    @activity.defn(name="alert_operators")
+    async def alert_operators(self, alert: OperatorAlert) -> NotificationResult:
+        """Tell the operators' channel about a payment that needs a human, with its factors."""
+        return await self._alert(
+            alert.payment.payment_id, alert.kind, public_payment(alert.payment)
+        )
+
+    @activity.defn(name="alert_operators_dispute")
+    async def alert_operators_dispute(self, alert: DisputeNotification) -> NotificationResult:
+        """Tell the operators' channel that a dispute opened or was decided."""
+        return await self._alert(
+            alert.dispute.dispute_id, alert.event_type, public_dispute(alert.dispute)
+        )
+
+    async def _notify(
+        self, payment_id: str, subject_id: str, event_type: str, data: Any, record_as: str
+    ) -> NotificationResult:
+        """Deliver one merchant event, recording each try against the payment."""
+        attempt = activity.info().attempt
+        if not self._url or not self._secret:
+            await self._record(
+                payment_id, record_as, "skipped", attempt, "no callback URL configured"
+            )
+            return NotificationResult(delivered=False, skipped_reason="no_callback_url")
+        try:
+            status = await self._post(
+                self._url, self._secret, event_id(subject_id, event_type), event_type, data
+            )
+        except _Undelivered as error:
+            await self._record(payment_id, record_as, "retrying", attempt, f"merchant {error}")
+            raise ApplicationError(f"merchant {error}", type="notification_failed") from error
+        await self._record(payment_id, record_as, "delivered", attempt, None)
+        return NotificationResult(delivered=True, status_code=status)
 
     @activity.defn(name="notify_merchant")
     async def notify_merchant(self, notification: NotificationInput) -> NotificationResult:
         payment_id = notification.payment.payment_id
-        attempt = activity.info().attempt
-        if not self._url or not self._secret:
-            await self._record(notification, "skipped", attempt, "no callback URL configured")
-            return NotificationResult(delivered=False, skipped_reason="no_callback_url")
-        body = json.dumps(
-            {
-                "id": event_id(payment_id, notification.event_type),
-                "type": notification.event_type,
-                "created": int(time.time()),
-                "data": public_payment(notification.payment),
-            },
-            separators=(",", ":"),
-        ).encode()
-        headers = {
-            SIGNATURE_HEADER: sign(self._secret, body, int(time.time())),
-            "Content-Type": "application/json",
-        }
-        try:
-            response = await self._client.post(self._url, content=body, headers=headers)
-        except httpx.HTTPError as error:
-            await self._record(
-                notification, "retrying", attempt, f"{type(error).__name__}: {error}"
-            )
-            raise ApplicationError(
-                f"merchant endpoint unreachable: {type(error).__name__}", type="notification_failed"
-            ) from error
-        if response.is_success:
-            await self._record(notification, "delivered", attempt, None)
-            return NotificationResult(delivered=True, status_code=response.status_code)
-        error_text = f"merchant endpoint answered {response.status_code}"
-        await self._record(notification, "retrying", attempt, error_text)
-        raise ApplicationError(error_text, type="notification_failed")
+        return await self._notify(
+            payment_id,
+            payment_id,
+            notification.event_type,
+            public_payment(notification.payment),
+            notification.event_type,
+        )
+
+    @activity.defn(name="notify_merchant_refund")
+    async def notify_merchant_refund(self, notification: RefundNotification) -> NotificationResult:
+        refund = notification.refund
+        return await self._notify(
+            refund.payment_id,
+            refund.refund_id,
+            notification.event_type,
+            public_refund(refund),
+            # A payment may have many refunds: each one's event is its own row.
+            f"{notification.event_type}:{refund.refund_id}",
+        )
+
+    @activity.defn(name="notify_merchant_dispute")
+    async def notify_merchant_dispute(
+        self, notification: DisputeNotification
+    ) -> NotificationResult:
+        dispute = notification.dispute
+        if dispute.payment_id is None:
+            # A dispute on a charge this ledger does not know has no merchant to tell.
+            return NotificationResult(delivered=False, skipped_reason="unknown_payment")
+        return await self._notify(
+            dispute.payment_id,
+            dispute.dispute_id,
+            notification.event_type,
+            public_dispute(dispute),
+            f"{notification.event_type}:{dispute.dispute_id}",
+        )
 
     async def _record(
-        self, notification: NotificationInput, status: str, attempts: int, error: str | None
+        self, payment_id: str, event_type: str, status: str, attempts: int, error: str | None
     ) -> None:
         def write() -> None:
             with transaction(self._sessions) as session:
                 payments.record_notification(
                     session,
-                    payment_id=notification.payment.payment_id,
-                    event_type=notification.event_type,
+                    payment_id=payment_id,
+                    event_type=event_type,
                     status=status,
                     attempts=attempts,
                     error=error,

@@ -34,6 +34,7 @@ from api.payments import (
     list_payments,
 )
 from api.rate_limit import RateLimiter
+from api.refunds import create_refund, get_refund, list_refunds
 from api.reviews import list_reviews, review_payment
 from api.state import ApiState
 from api.webhooks import receive_webhook
@@ -52,6 +53,9 @@ ROUTES = [
     Route("/payments/{payment_id}/cancel", cancel_payment, methods=["POST"]),
     Route("/payments/{payment_id}/capture", capture_payment, methods=["POST"]),
     Route("/payments/{payment_id}/review", review_payment, methods=["POST"]),
+    Route("/payments/{payment_id}/refunds", create_refund, methods=["POST"]),
+    Route("/payments/{payment_id}/refunds", list_refunds, methods=["GET"]),
+    Route("/payments/{payment_id}/refunds/{refund_id}", get_refund, methods=["GET"]),
     Route("/reviews", list_reviews, methods=["GET"]),
     Route("/webhooks/{gateway}", receive_webhook, methods=["POST"]),
     Route("/codec/encode", encode_payloads, methods=["POST", "OPTIONS"]),

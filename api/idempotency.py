@@ -1,7 +1,8 @@
 """Idempotency keys, request fingerprints and the ids derived from them.
 
-The workflow id is ``payment-{merchant}-{key}``; the payment id is a hash of it. Both are
-functions of the key alone, so every retry of a request names the same payment.
+The workflow id is ``payment-{merchant}-{key}`` (``refund-{merchant}-{key}`` for a refund); the
+payment (refund) id is a hash of it. Both are functions of the key alone, so every retry of a
+request names the same payment (refund).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import base64
 import hashlib
 import json
 import re
+
+from pydantic import BaseModel
 
 from api.errors import ApiError
 from api.schemas import CreatePayment
@@ -22,9 +25,13 @@ def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
-def fingerprint(body: CreatePayment) -> str:
-    """A hash of the validated request: the same key with another body is caught by it."""
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+def fingerprint(body: BaseModel, **context: str) -> str:
+    """A hash of the validated request (and ``context``, such as the path's payment id): the
+    same key with another request is caught by it."""
+    fields = body.model_dump(mode="json")
+    if context:
+        fields = {**fields, "_context": context}
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return _digest(canonical).hex()
 
 
@@ -50,6 +57,27 @@ def workflow_id(merchant_id: str, key: str) -> str:
     return f"payment-{merchant_id}-{key}"
 
 
-def payment_id(workflow: str) -> str:
+def _object_id(prefix: str, workflow: str) -> str:
     encoded = base64.b32encode(_digest(workflow)).decode().lower().rstrip("=")
-    return f"pay_{encoded[:26]}"
+    return f"{prefix}_{encoded[:26]}"
+
+
+def payment_id(workflow: str) -> str:
+    return _object_id("pay", workflow)
+
+
+def refund_workflow_id(merchant_id: str, key: str) -> str:
+    return f"refund-{merchant_id}-{key}"
+
+
+def refund_id(workflow: str) -> str:
+    return _object_id("ref", workflow)
+
+
+def dispute_workflow_id(provider: str, reference: str) -> str:
+    """Keyed by the gateway's own dispute id: every webhook about it names the same workflow."""
+    return f"dispute-{provider}-{reference}"
+
+
+def dispute_id(workflow: str) -> str:
+    return _object_id("dp", workflow)

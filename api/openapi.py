@@ -16,8 +16,8 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from api.schemas import CancelBody, CaptureBody, CreatePayment, ReviewBody
-from workflows.contract import CaptureMethod, GatewayName, PaymentStatus
+from api.schemas import CancelBody, CaptureBody, CreatePayment, CreateRefund, ReviewBody
+from workflows.contract import CaptureMethod, DisputeState, GatewayName, PaymentStatus, RefundState
 
 COMPONENTS = "#/components/schemas/{model}"
 BEARER = "apiKey"
@@ -50,6 +50,52 @@ class NextActionOut(BaseModel):
     redirect_url: str | None = None
 
 
+class RefundOut(BaseModel):
+    id: str
+    object: Literal["refund"]
+    payment_id: str
+    status: RefundState
+    amount: int = Field(description="minor units")
+    currency: str
+    reason: str | None
+    metadata: dict[str, str]
+    gateway: GatewayName | None
+    gateway_reference: str | None
+    failure: FailureOut | None
+    created_at: str
+    updated_at: str
+
+
+class AcceptedRefund(BaseModel):
+    """A 202: the refund is being reserved; poll its Location."""
+
+    id: str
+    object: Literal["refund"]
+    payment_id: str
+    status: RefundState
+    amount: int | None
+
+
+class RefundList(BaseModel):
+    object: Literal["list"]
+    data: list[RefundOut]
+
+
+class DisputeOut(BaseModel):
+    id: str
+    object: Literal["dispute"]
+    payment_id: str | None
+    status: DisputeState
+    amount: int | None
+    currency: str | None
+    reason: str | None
+    gateway: GatewayName
+    gateway_reference: str
+    evidence_due_by: str | None
+    created_at: str
+    updated_at: str
+
+
 class PaymentOut(BaseModel):
     id: str
     object: Literal["payment"]
@@ -68,6 +114,8 @@ class PaymentOut(BaseModel):
     updated_at: str
     client_secret: str | None = Field(default=None, description="only in requires_action")
     next_action: NextActionOut | None = Field(default=None, description="only in requires_action")
+    refunds: list[RefundOut] | None = Field(default=None, description="GET /payments/{id} only")
+    disputes: list[DisputeOut] | None = Field(default=None, description="GET /payments/{id} only")
 
 
 class AcceptedPayment(BaseModel):
@@ -123,7 +171,11 @@ _MODELS: list[type[BaseModel]] = [
     CancelBody,
     CaptureBody,
     ReviewBody,
+    CreateRefund,
     ErrorBody,
+    RefundOut,
+    AcceptedRefund,
+    RefundList,
     PaymentOut,
     AcceptedPayment,
     PaymentList,
@@ -193,6 +245,12 @@ _IDEMPOTENCY_KEY = {
     "schema": {"type": "string"},
     "description": "1-255 visible ASCII characters; the same key never charges twice",
 }
+_REFUND_ID = {
+    "name": "refund_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+}
 _STATUSES = [s.value for s in PaymentStatus]
 _COMMON_ERRORS = (401, 429, 503)
 
@@ -241,6 +299,7 @@ OPERATIONS: list[Operation] = [
             "/payments/{payment_id}/cancel",
             "/payments/{payment_id}/capture",
             "/payments/{payment_id}/review",
+            "/payments/{payment_id}/refunds",
         ),
     ),
     Operation(
@@ -294,6 +353,38 @@ OPERATIONS: list[Operation] = [
         body=ReviewBody,
         parameters=[_PAYMENT_ID],
         tag="operators",
+    ),
+    Operation(
+        method="post",
+        path="/payments/{payment_id}/refunds",
+        summary="Refund all or part of a succeeded payment (Idempotency-Key required)",
+        ok={
+            201: ("reserved and sent to the gateway", RefundOut),
+            200: ("replayed (header Idempotent-Replayed: true)", RefundOut),
+            202: ("accepted; poll Location", AcceptedRefund),
+        },
+        errors=(400, 404, 409, 413, 422, *_COMMON_ERRORS),
+        body=CreateRefund,
+        parameters=[_PAYMENT_ID, {**_IDEMPOTENCY_KEY, "required": True}],
+        tag="refunds",
+    ),
+    Operation(
+        method="get",
+        path="/payments/{payment_id}/refunds",
+        summary="A payment's refunds",
+        ok={200: ("the refunds", RefundList)},
+        errors=(404, *_COMMON_ERRORS),
+        parameters=[_PAYMENT_ID],
+        tag="refunds",
+    ),
+    Operation(
+        method="get",
+        path="/payments/{payment_id}/refunds/{refund_id}",
+        summary="One refund",
+        ok={200: ("the refund", RefundOut)},
+        errors=(404, *_COMMON_ERRORS),
+        parameters=[_PAYMENT_ID, _REFUND_ID],
+        tag="refunds",
     ),
     Operation(
         method="get",

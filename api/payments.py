@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
-import random
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,15 +13,9 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from temporalio.client import (
-    WithStartWorkflowOperation,
-    WorkflowUpdateFailedError,
-    WorkflowUpdateHandle,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
-    WorkflowUpdateStage,
-)
+from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api import idempotency
@@ -32,9 +24,12 @@ from api.body import parse_json, read_bytes, read_json, validate
 from api.errors import ApiError
 from api.schemas import CancelBody, CaptureBody, CreatePayment
 from api.state import ApiState
+from api.workflow_start import AlreadyClosed, NoAnswerYet, execute_update_with_start
 from gateways.registry import usable
 from gateways.router import NoGatewayAvailable, route
+from ledger import disputes as dispute_ledger
 from ledger import payments as ledger
+from ledger import refunds as refund_ledger
 from ledger.engine import transaction
 from ledger.models import Payment
 from paytide.logging import get_logger
@@ -47,7 +42,6 @@ from workflows.contract import (
     CapturePayment,
     GatewayName,
     InitiateRequest,
-    InitiateResult,
     PaymentInput,
     PaymentRequest,
     PaymentStatus,
@@ -56,7 +50,7 @@ from workflows.contract import (
     WorkflowSettings,
 )
 from workflows.payment import PaymentWorkflow
-from workflows.public import public_payment
+from workflows.public import public_dispute, public_payment, public_refund
 
 log = get_logger("paytide.api.payments")
 REPLAY_HEADER = "Idempotent-Replayed"
@@ -203,43 +197,19 @@ async def _initiate(state: ApiState, body: CreatePayment, merchant: str, key: st
         search_key=state.settings.search_hash_key.get_secret_value(),
     )
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + state.settings.initiate_wait
-    backoff = 0.02
-    while True:
-        try:
-            # Bounded: with no worker polling, the server would hold this call open.
-            handle = await asyncio.wait_for(
-                _update_with_start(state, payment, merchant, key),
-                timeout=max(0.05, deadline - loop.time()),
-            )
-            break
-        except TimeoutError:
-            return await _accepted_after_check(state, payment, merchant, key)
-        except WorkflowUpdateFailedError as error:
-            raise _from_update_failure(error) from None
-        except (WorkflowAlreadyStartedError, RPCError) as error:
-            if isinstance(error, RPCError) and error.status is RPCStatusCode.RESOURCE_EXHAUSTED:
-                # Temporal caps in-flight updates per workflow (10 by default): copies of one
-                # request arriving at other API processes wait their turn, within the same time
-                # budget, backing off so that they do not keep the server busy refusing them.
-                if loop.time() < deadline:
-                    await asyncio.sleep(random.uniform(backoff / 2, backoff))
-                    backoff = min(backoff * 2, 0.5)
-                    continue
-                return await _accepted_after_check(state, payment, merchant, key)
-            if isinstance(error, RPCError) and error.status is not RPCStatusCode.ALREADY_EXISTS:
-                raise
-            # The workflow closed between our ledger read and the start: the ledger has it now.
-            return await _replay_from_ledger(state, merchant, key, payment.fingerprint)
-
     try:
-        result: InitiateResult = await asyncio.wait_for(
-            handle.result(), timeout=max(0.0, deadline - loop.time())
+        result = await execute_update_with_start(
+            state.temporal,
+            PaymentWorkflow.initiate,
+            InitiateRequest(fingerprint=payment.fingerprint),
+            lambda: _start_operation(state, payment, merchant, key),
+            wait_seconds=state.settings.initiate_wait,
         )
-    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-        # The SDK reports the cancelled poll as its own error rather than CancelledError.
-        return _accepted(payment)
+    except NoAnswerYet:
+        return await _accepted_after_check(state, payment, merchant, key)
+    except AlreadyClosed:
+        # The workflow closed between our ledger read and the start: the ledger has it now.
+        return await _replay_from_ledger(state, merchant, key, payment.fingerprint)
     except WorkflowUpdateFailedError as error:
         raise _from_update_failure(error) from None
     created = result.started_by == payment.request_id
@@ -251,10 +221,10 @@ async def _initiate(state: ApiState, body: CreatePayment, merchant: str, key: st
     return _Initiated(view=result.payment, created=created)
 
 
-async def _update_with_start(
+def _start_operation(
     state: ApiState, payment: PaymentRequest, merchant: str, key: str
-) -> WorkflowUpdateHandle[InitiateResult]:
-    start = WithStartWorkflowOperation(
+) -> WithStartWorkflowOperation[PaymentWorkflow, PaymentView]:
+    return WithStartWorkflowOperation(
         PaymentWorkflow.run,
         PaymentInput(request=payment, settings=_workflow_settings(state)),
         id=idempotency.workflow_id(merchant, key),
@@ -271,18 +241,6 @@ async def _update_with_start(
         ),
         memo={"payment_id": payment.payment_id, "order_id": payment.order_id},
     )
-    try:
-        return await state.temporal.start_update_with_start_workflow(
-            PaymentWorkflow.initiate,
-            InitiateRequest(fingerprint=payment.fingerprint),
-            start_workflow_operation=start,
-            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-        )
-    except Exception:
-        # The start half carries the same failure; read it so it is not reported as unretrieved.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(start.workflow_handle(), timeout=0.1)
-        raise
 
 
 async def _accepted_after_check(
@@ -369,7 +327,24 @@ async def get_payment(request: Request) -> Response:
             view = await asyncio.wait_for(handle.query(PaymentWorkflow.status), timeout=2.0)
         except (TimeoutError, RPCError) as error:
             log.warning("payment_query_failed", payment_id=row.id, error=str(error))
-    return JSONResponse(public_payment(view))
+    return JSONResponse({**public_payment(view), **await _refunds_and_disputes(state, row.id)})
+
+
+async def _refunds_and_disputes(state: ApiState, payment_id: str) -> dict[str, Any]:
+    def read() -> dict[str, Any]:
+        with transaction(state.sessions) as session:
+            return {
+                "refunds": [
+                    public_refund(refund_ledger.to_view(row))
+                    for row in refund_ledger.list_for_payment(session, payment_id)
+                ],
+                "disputes": [
+                    public_dispute(dispute_ledger.to_view(row))
+                    for row in dispute_ledger.list_for_payment(session, payment_id)
+                ],
+            }
+
+    return await run_in_threadpool(read)
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:

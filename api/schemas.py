@@ -74,20 +74,24 @@ class CreatePayment(Strict):
     @field_validator("metadata")
     @classmethod
     def _bounded_metadata(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > MAX_METADATA_KEYS:
+        return bounded_metadata(value)
+
+
+def bounded_metadata(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_METADATA_KEYS:
+        raise PydanticCustomError(
+            "too_many_keys", f"metadata holds at most {MAX_METADATA_KEYS} keys"
+        )
+    for key, item in value.items():
+        if not key or len(key) > MAX_METADATA_KEY:
             raise PydanticCustomError(
-                "too_many_keys", f"metadata holds at most {MAX_METADATA_KEYS} keys"
+                "invalid_key", f"metadata keys are 1 to {MAX_METADATA_KEY} characters"
             )
-        for key, item in value.items():
-            if not key or len(key) > MAX_METADATA_KEY:
-                raise PydanticCustomError(
-                    "invalid_key", f"metadata keys are 1 to {MAX_METADATA_KEY} characters"
-                )
-            if len(item) > MAX_METADATA_VALUE:
-                raise PydanticCustomError(
-                    "value_too_long", f"metadata values are at most {MAX_METADATA_VALUE} characters"
-                )
-        return value
+        if len(item) > MAX_METADATA_VALUE:
+            raise PydanticCustomError(
+                "value_too_long", f"metadata values are at most {MAX_METADATA_VALUE} characters"
+            )
+    return value
 
 
 class CancelBody(Strict):
@@ -102,3 +106,15 @@ class ReviewBody(Strict):
     decision: Literal["approve", "reject"]
     reviewer: Annotated[str, Field(min_length=1, max_length=100)]
     reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class CreateRefund(Strict):
+    # None refunds whatever is still refundable.
+    amount: Annotated[StrictInt, Field(gt=0, le=MAX_AMOUNT_MINOR)] | None = None
+    reason: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded_metadata(cls, value: dict[str, str]) -> dict[str, str]:
+        return bounded_metadata(value)

@@ -1,4 +1,5 @@
-"""``POST /webhooks/{gateway}``: verify, record, find the payment, signal its workflow."""
+"""``POST /webhooks/{gateway}``: verify, record, find the workflow the event is about (payment,
+refund or dispute), signal it."""
 
 from __future__ import annotations
 
@@ -8,17 +9,22 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from temporalio.service import RPCError, RPCStatusCode
 
+from api import idempotency
 from api.auth import state_of
 from api.body import read_bytes
 from api.errors import ApiError
 from api.state import ApiState
 from gateways.base import WebhookRejected
 from ledger import payments as ledger
+from ledger import refunds as refund_ledger
 from ledger.engine import transaction
-from ledger.models import Payment
+from ledger.models import Payment, RefundRecord
 from paytide.logging import get_logger
 from workflows.contract import GatewayEvent, GatewayName
+from workflows.dispute import DisputeWorkflow
+from workflows.dispute_contract import DisputeInput, DisputeSettings
 from workflows.payment import PaymentWorkflow
+from workflows.refund import RefundWorkflow
 
 log = get_logger("paytide.api.webhooks")
 MAX_WEBHOOK_BYTES = 256 * 1024
@@ -46,6 +52,14 @@ async def receive_webhook(request: Request) -> Response:
 
 
 async def _deliver(state: ApiState, event: GatewayEvent) -> str:
+    if event.refund is not None:
+        return await _deliver_refund(state, event)
+    if event.dispute is not None:
+        return await _deliver_dispute(state, event)
+    return await _deliver_charge(state, event)
+
+
+async def _deliver_charge(state: ApiState, event: GatewayEvent) -> str:
     def record() -> tuple[Payment | None, bool]:
         with transaction(state.sessions) as session:
             payment = _find_payment(session, event)
@@ -82,6 +96,88 @@ async def _deliver(state: ApiState, event: GatewayEvent) -> str:
         payment_id=payment.id,
         duplicate=not fresh,
     )
+    await _mark(state, event, "signalled")
+    return "signalled"
+
+
+async def _deliver_refund(state: ApiState, event: GatewayEvent) -> str:
+    """A refund event goes to its RefundWorkflow, found through the refund's ledger row."""
+    notice = event.refund
+    assert notice is not None
+
+    def record() -> RefundRecord | None:
+        with transaction(state.sessions) as session:
+            refund = refund_ledger.find_for_event(
+                session, event.provider.value, notice.refund_id, notice.refund_reference
+            )
+            ledger.record_webhook(
+                session,
+                provider=event.provider.value,
+                event_id=event.event_id,
+                event_type=event.event_type,
+                payment_id=refund.payment_id if refund else None,
+                gateway_reference=notice.refund_reference or event.gateway_reference,
+            )
+            return refund
+
+    refund = await run_in_threadpool(record)
+    if refund is None:
+        # Made outside paytide (the gateway's dashboard), or not ours: kept, never a 5xx.
+        log.info("webhook_for_unknown_refund", event_id=event.event_id, provider=event.provider)
+        await _mark(state, event, "unknown_refund")
+        return "unknown_refund"
+    try:
+        await state.temporal.get_workflow_handle(refund.workflow_id).signal(
+            RefundWorkflow.refund_event, event
+        )
+    except RPCError as error:
+        if error.status is not RPCStatusCode.NOT_FOUND:
+            raise
+        log.info("webhook_for_closed_refund", event_id=event.event_id, refund_id=refund.id)
+        await _mark(state, event, "refund_closed")
+        return "refund_closed"
+    log.info("webhook_signalled", event_id=event.event_id, refund_id=refund.id)
+    await _mark(state, event, "signalled")
+    return "signalled"
+
+
+async def _deliver_dispute(state: ApiState, event: GatewayEvent) -> str:
+    """A dispute event starts or signals its DisputeWorkflow, keyed by the gateway's dispute id:
+    signal-with-start, so a duplicate webhook never opens a second dispute."""
+    notice = event.dispute
+    assert notice is not None
+
+    def record() -> None:
+        with transaction(state.sessions) as session:
+            payment = _find_payment(session, event)
+            ledger.record_webhook(
+                session,
+                provider=event.provider.value,
+                event_id=event.event_id,
+                event_type=event.event_type,
+                payment_id=payment.id if payment else None,
+                gateway_reference=event.gateway_reference,
+            )
+
+    await run_in_threadpool(record)
+    workflow_id = idempotency.dispute_workflow_id(event.provider.value, notice.dispute_reference)
+    await state.temporal.start_workflow(
+        DisputeWorkflow.run,
+        DisputeInput(
+            dispute_id=idempotency.dispute_id(workflow_id),
+            provider=event.provider,
+            dispute_reference=notice.dispute_reference,
+            settings=DisputeSettings(
+                reminder_before_seconds=state.settings.dispute_reminder_before
+            ),
+        ),
+        id=workflow_id,
+        task_queue=state.settings.temporal_task_queue,
+        start_signal="dispute_event",
+        start_signal_args=[event],
+        static_summary=f"dispute {notice.dispute_reference} via {event.provider.value}",
+    )
+    log.info("webhook_signalled", event_id=event.event_id, dispute=notice.dispute_reference)
     await _mark(state, event, "signalled")
     return "signalled"
 

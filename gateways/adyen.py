@@ -49,10 +49,14 @@ from workflows.contract import (
     ChargeOutcome,
     ChargeRequest,
     ChargeState,
+    DisputeNotice,
+    DisputeState,
     Failure,
     GatewayEvent,
     GatewayName,
     NextAction,
+    RefundLookup,
+    RefundNotice,
     RefundOutcome,
     RefundRequest,
     RefundState,
@@ -84,8 +88,14 @@ _ACTION_RESULT_CODES = frozenset(
 )
 _PENDING_RESULT_CODES = frozenset({"Received", "Pending"})
 
-# Standard-webhook events a later issue maps (captures, refunds, disputes); acknowledged for now.
-_DEFERRED_EVENT_CODES = frozenset({"REFUND", "REFUND_FAILED", "CHARGEBACK", "CHARGEBACK_REVERSED"})
+# Dispute notifications in paytide's words. CHARGEBACK books the funds back to the shopper: lost
+# unless a CHARGEBACK_REVERSED follows (the merchant's defence won).
+_DISPUTE_STATES: dict[str, DisputeState] = {
+    "NOTIFICATION_OF_CHARGEBACK": DisputeState.NEEDS_RESPONSE,
+    "CHARGEBACK": DisputeState.LOST,
+    "SECOND_CHARGEBACK": DisputeState.LOST,
+    "CHARGEBACK_REVERSED": DisputeState.WON,
+}
 
 # Our refund reasons, in Adyen's `merchantRefundReason` vocabulary.
 _REFUND_REASONS = {
@@ -409,7 +419,10 @@ class AdyenGateway:
         body: dict[str, Any] = {
             "merchantAccount": self._merchant_account,
             "amount": {"value": request.amount_minor, "currency": request.currency},
-            "reference": _reference(request.idempotency_key) or request.payment_id,
+            # Our refund id comes back as the REFUND notification's merchantReference.
+            "reference": request.refund_id
+            or _reference(request.idempotency_key)
+            or request.payment_id,
         }
         if request.reason:
             body["merchantRefundReason"] = _REFUND_REASONS.get(request.reason, "OTHER")
@@ -422,6 +435,10 @@ class AdyenGateway:
             ),
         )
         return RefundOutcome(state=RefundState.PENDING, refund_reference=answer["pspReference"])
+
+    async def retrieve_refund(self, lookup: RefundLookup) -> RefundOutcome:
+        """Adyen offers no lookup of a modification: only the REFUND webhook settles it."""
+        return RefundOutcome(state=RefundState.PENDING, refund_reference=lookup.refund_reference)
 
     async def _modification(self, operation: str, call: Callable[[], Any]) -> dict[str, Any]:
         answer = await self._send(operation, call)
@@ -679,8 +696,69 @@ def _event(item: Mapping[str, Any]) -> GatewayEvent | None:
             ),
             payment_id=payment_id,
         )
-    if event_code in _DEFERRED_EVENT_CODES:
-        log.info("adyen_webhook_deferred", event_code=event_code, psp_reference=psp)
-    else:
-        log.warning("adyen_webhook_ignored", event_code=event_code, psp_reference=psp)
+    if event_code in ("REFUND", "REFUND_FAILED"):
+        return _refund_event(item, event_id, event_code, psp, success)
+    if event_code in _DISPUTE_STATES:
+        return _dispute_event(item, event_id, event_code, psp)
+    log.warning("adyen_webhook_ignored", event_code=event_code, psp_reference=psp)
     return None
+
+
+def _refund_event(
+    item: Mapping[str, Any], event_id: str, event_code: str, psp: str, success: bool
+) -> GatewayEvent:
+    """A refund modification's outcome. Its pspReference is the refund's own, originalReference
+    the payment's, and merchantReference the refund id we sent."""
+    amount, currency = _amount(item.get("amount"))
+    refunded = event_code == "REFUND" and success
+    failure = (
+        None
+        if refunded
+        else Failure(
+            code="refund_failed" if event_code == "REFUND_FAILED" else "refund_refused",
+            message=_str(item.get("reason")) or "Adyen could not refund the payment",
+        )
+    )
+    return GatewayEvent(
+        provider=GatewayName.ADYEN,
+        event_id=event_id,
+        event_type=event_code,
+        state=ChargeState.SUCCEEDED,
+        gateway_reference=_str(item.get("originalReference")),
+        refund=RefundNotice(
+            state=RefundState.SUCCEEDED if refunded else RefundState.FAILED,
+            refund_reference=psp,
+            refund_id=_str(item.get("merchantReference")),
+            amount_minor=amount,
+            currency=currency,
+            failure=failure,
+        ),
+    )
+
+
+def _dispute_event(
+    item: Mapping[str, Any], event_id: str, event_code: str, psp: str
+) -> GatewayEvent:
+    """A dispute notification; every one of a dispute's notifications names the disputed
+    payment in originalReference, which is also the dispute's key (Adyen gives a payment at most
+    one open dispute)."""
+    original = _str(item.get("originalReference")) or psp
+    amount, currency = _amount(item.get("amount"))
+    additional = item.get("additionalData")
+    additional = additional if isinstance(additional, dict) else {}
+    due = _str(additional.get("defensePeriodEndsAt"))
+    return GatewayEvent(
+        provider=GatewayName.ADYEN,
+        event_id=event_id,
+        event_type=event_code,
+        state=ChargeState.SUCCEEDED,
+        gateway_reference=original,
+        dispute=DisputeNotice(
+            dispute_reference=original,
+            state=_DISPUTE_STATES[event_code],
+            amount_minor=amount,
+            currency=currency,
+            reason=_str(item.get("reason")) or _str(additional.get("chargebackReasonCode")),
+            evidence_due_by=due,
+        ),
+    )

@@ -18,6 +18,7 @@ from workflows.contract import (
     ChargeRequest,
     GatewayEvent,
     GatewayName,
+    RefundLookup,
     RefundOutcome,
     RefundRequest,
 )
@@ -85,6 +86,10 @@ class Gateway(Protocol):
     async def capture(self, request: CaptureRequest) -> ChargeOutcome: ...
 
     async def refund(self, request: RefundRequest) -> RefundOutcome: ...
+
+    async def retrieve_refund(self, lookup: RefundLookup) -> RefundOutcome:
+        """The refund's current state; PENDING when the gateway cannot tell (yet)."""
+        ...
 
 
 class WebhookVerifier(Protocol):

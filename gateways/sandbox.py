@@ -13,6 +13,7 @@ import json
 import time
 import urllib.parse
 from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -33,10 +34,14 @@ from workflows.contract import (
     ChargeOutcome,
     ChargeRequest,
     ChargeState,
+    DisputeNotice,
+    DisputeState,
     Failure,
     GatewayEvent,
     GatewayName,
     NextAction,
+    RefundLookup,
+    RefundNotice,
     RefundOutcome,
     RefundRequest,
     RefundState,
@@ -239,6 +244,8 @@ class SandboxGateway:
             "currency": request.currency,
             "metadata": {"payment_id": request.payment_id},
         }
+        if request.refund_id is not None:
+            body["metadata"]["refund_id"] = request.refund_id
         if request.reason is not None:
             body["reason"] = request.reason
         response = await self._send(
@@ -258,6 +265,17 @@ class SandboxGateway:
             return RefundOutcome(
                 state=RefundState.FAILED,
                 failure=Failure(code=code, message=message, retryable=False),
+            )
+        return _refund_outcome(self._refund_json(response))
+
+    async def retrieve_refund(self, lookup: RefundLookup) -> RefundOutcome:
+        response = await self._send(
+            "GET", f"/v1/refunds/{_segment(lookup.refund_reference)}", allow={404}
+        )
+        if response.status_code == 404:
+            # We hold a reference the sandbox gave us; it not knowing it proves nothing yet.
+            return RefundOutcome(
+                state=RefundState.PENDING, refund_reference=lookup.refund_reference
             )
         return _refund_outcome(self._refund_json(response))
 
@@ -381,8 +399,9 @@ class SandboxWebhookVerifier:
                 "malformed_payload", f"signed webhook body is not a sandbox event: {error}"
             ) from None
         if event_type.startswith("refund."):
-            # Refunds are acknowledged but not yet followed: no workflow waits on them so far.
-            return []
+            return _refund_events(event_id, event_type, charge)
+        if event_type.startswith("dispute."):
+            return _dispute_events(event_id, event_type, charge)
         failure = _failure(charge.get("failure"))
         if event_type == "charge.failed":
             retryable = failure is not None and failure.retryable
@@ -409,6 +428,75 @@ class SandboxWebhookVerifier:
                 workflow_id=_str(metadata.get("workflow_id")),
             )
         ]
+
+
+def _refund_events(event_id: str, event_type: str, refund: dict[str, Any]) -> list[GatewayEvent]:
+    state = _REFUND_STATES.get(event_type.removeprefix("refund."))
+    if state is None:
+        return []  # a refund state this paytide does not know: acknowledged, ignored
+    metadata = refund.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    amount, currency = _int(refund.get("amount")), _str(refund.get("currency"))
+    return [
+        GatewayEvent(
+            provider=GatewayName.SANDBOX,
+            event_id=event_id,
+            event_type=event_type,
+            # A refund belongs to a succeeded charge; the refund's own state is in `refund`.
+            state=ChargeState.SUCCEEDED,
+            gateway_reference=_str(refund.get("charge")),
+            payment_id=_str(metadata.get("payment_id")),
+            refund=RefundNotice(
+                state=state,
+                refund_reference=_str(refund.get("id")),
+                refund_id=_str(metadata.get("refund_id")),
+                amount_minor=amount,
+                currency=currency,
+                failure=_failure(refund.get("failure")),
+            ),
+        )
+    ]
+
+
+_DISPUTE_STATES: dict[str, DisputeState] = {
+    "needs_response": DisputeState.NEEDS_RESPONSE,
+    "under_review": DisputeState.UNDER_REVIEW,
+    "won": DisputeState.WON,
+    "lost": DisputeState.LOST,
+}
+
+
+def _dispute_events(event_id: str, event_type: str, dispute: dict[str, Any]) -> list[GatewayEvent]:
+    reference, status = _str(dispute.get("id")), dispute.get("status")
+    state = _DISPUTE_STATES.get(status) if isinstance(status, str) else None
+    if reference is None or state is None:
+        raise WebhookRejected(
+            "malformed_payload", f"{event_type} event {event_id} carries no dispute id or status"
+        )
+    due = _int(dispute.get("evidence_due_by"))
+    metadata = dispute.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    return [
+        GatewayEvent(
+            provider=GatewayName.SANDBOX,
+            event_id=event_id,
+            event_type=event_type,
+            # Only a succeeded charge can be disputed; the dispute's own state is in `dispute`.
+            state=ChargeState.SUCCEEDED,
+            gateway_reference=_str(dispute.get("charge")),
+            payment_id=_str(metadata.get("payment_id")),
+            dispute=DisputeNotice(
+                dispute_reference=reference,
+                state=state,
+                amount_minor=_int(dispute.get("amount")),
+                currency=_str(dispute.get("currency")),
+                reason=_str(dispute.get("reason")),
+                evidence_due_by=(
+                    datetime.fromtimestamp(due, UTC).isoformat() if due is not None else None
+                ),
+            ),
+        )
+    ]
 
 
 def _segment(value: str) -> str:

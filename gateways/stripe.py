@@ -18,6 +18,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, ClassVar, Literal
 
@@ -43,10 +44,14 @@ from workflows.contract import (
     ChargeOutcome,
     ChargeRequest,
     ChargeState,
+    DisputeNotice,
+    DisputeState,
     Failure,
     GatewayEvent,
     GatewayName,
     NextAction,
+    RefundLookup,
+    RefundNotice,
     RefundOutcome,
     RefundRequest,
     RefundState,
@@ -497,6 +502,8 @@ class StripeGateway:
             "payment_id": request.payment_id,
             IDEMPOTENCY_METADATA_KEY: request.idempotency_key,
         }
+        if request.refund_id is not None:
+            metadata["refund_id"] = request.refund_id
         reason = request.reason if request.reason in STRIPE_REFUND_REASONS else None
         if request.reason and reason is None:
             # Stripe takes three reasons only; paytide's own goes along in metadata.
@@ -521,6 +528,20 @@ class StripeGateway:
             raise _translate(error, "create a refund") from error
         except stripe.StripeError as error:
             raise _translate(error, "create a refund") from error
+        return _refund_outcome(_as_dict(refund))
+
+    async def retrieve_refund(self, lookup: RefundLookup) -> RefundOutcome:
+        try:
+            refund = await self._client.v1.refunds.retrieve_async(lookup.refund_reference)
+        except stripe.InvalidRequestError as error:
+            if error.http_status == 404:
+                # A reference Stripe gave us: not finding it is a lagging read, not an answer.
+                return RefundOutcome(
+                    state=RefundState.PENDING, refund_reference=lookup.refund_reference
+                )
+            raise _translate(error, "retrieve a refund") from error
+        except stripe.StripeError as error:
+            raise _translate(error, "retrieve a refund") from error
         return _refund_outcome(_as_dict(refund))
 
 
@@ -632,9 +653,15 @@ def _events(body: bytes) -> list[GatewayEvent]:
         raise WebhookRejected(
             "malformed_payload", f"signed webhook body is not a Stripe event: {error}"
         ) from None
+    obj = _dict(event.get("data")).get("object")
+    if event_type in _REFUND_EVENTS and isinstance(obj, dict):
+        return _refund_events(event_id, event_type, obj)
+    if event_type == CHARGE_REFUNDED and isinstance(obj, dict):
+        return _charge_refunded_events(event_id, obj)
+    if event_type in _DISPUTE_EVENTS and isinstance(obj, dict):
+        return _dispute_events(event_id, event_type, obj)
     if event_type != PAYMENT_FAILED and event_type not in _EVENT_STATES:
-        # Refunds and disputes get their own handling later; unknown types are acknowledged and
-        # ignored so Stripe does not retry them for days.
+        # Unknown types are acknowledged and ignored so Stripe does not retry them for days.
         log.info("stripe_webhook_ignored", event_id=event_id, event_type=event_type)
         return []
     intent = _dict(event.get("data")).get("object")
@@ -661,6 +688,119 @@ def _events(body: bytes) -> list[GatewayEvent]:
             failure=failure,
             payment_id=_str(metadata.get("payment_id")),
             workflow_id=_str(metadata.get("workflow_id")),
+        )
+    ]
+
+
+# Events whose object is a Refund; `charge.refunded` carries the Charge and its refunds instead.
+_REFUND_EVENTS = frozenset(
+    {"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"}
+)
+CHARGE_REFUNDED = "charge.refunded"
+_DISPUTE_EVENTS = frozenset(
+    {"charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed"}
+)
+# Stripe's dispute statuses in paytide's words. An inquiry (warning_*) that closes without a
+# chargeback, or a chargeback prevented, leaves the money with the merchant: won.
+_DISPUTE_STATES: dict[str, DisputeState] = {
+    "warning_needs_response": DisputeState.NEEDS_RESPONSE,
+    "needs_response": DisputeState.NEEDS_RESPONSE,
+    "warning_under_review": DisputeState.UNDER_REVIEW,
+    "under_review": DisputeState.UNDER_REVIEW,
+    "won": DisputeState.WON,
+    "warning_closed": DisputeState.WON,
+    "prevented": DisputeState.WON,
+    "lost": DisputeState.LOST,
+}
+
+
+def _refund_notice(refund: Mapping[str, Any]) -> RefundNotice | None:
+    status = refund.get("status")
+    state = _REFUND_STATES.get(status) if isinstance(status, str) else None
+    if state is None:
+        return None
+    failure = None
+    if state is RefundState.FAILED:
+        reason = _str(refund.get("failure_reason")) or str(status)
+        failure = Failure(code=reason, message=f"Stripe reports the refund {status}: {reason}")
+    return RefundNotice(
+        state=state,
+        refund_reference=_str(refund.get("id")),
+        refund_id=_str(_dict(refund.get("metadata")).get("refund_id")),
+        amount_minor=_int(refund.get("amount")),
+        currency=_currency(refund.get("currency")),
+        failure=failure,
+    )
+
+
+def _refund_event(event_id: str, event_type: str, refund: Mapping[str, Any]) -> GatewayEvent | None:
+    notice = _refund_notice(refund)
+    if notice is None or not notice.refund_reference:
+        return None
+    return GatewayEvent(
+        provider=GatewayName.STRIPE,
+        event_id=event_id,
+        event_type=event_type,
+        # Only a succeeded charge is refunded; the refund's own state is in `refund`.
+        state=ChargeState.SUCCEEDED,
+        gateway_reference=_str(refund.get("payment_intent")),
+        payment_id=_str(_dict(refund.get("metadata")).get("payment_id")),
+        refund=notice,
+    )
+
+
+def _refund_events(event_id: str, event_type: str, refund: Mapping[str, Any]) -> list[GatewayEvent]:
+    event = _refund_event(event_id, event_type, refund)
+    if event is None:
+        raise WebhookRejected(
+            "malformed_payload", f"{event_type} event {event_id} carries no readable Refund"
+        )
+    return [event]
+
+
+def _charge_refunded_events(event_id: str, charge: Mapping[str, Any]) -> list[GatewayEvent]:
+    """``charge.refunded`` lists the charge's refunds (when expanded); one event per refund, each
+    with its own id, so the refund workflows deduplicate them independently."""
+    listed = _dict(charge.get("refunds")).get("data")
+    refunds = [r for r in listed if isinstance(r, dict)] if isinstance(listed, list) else []
+    events = []
+    for refund in refunds:
+        refund = {"payment_intent": charge.get("payment_intent"), **refund}
+        event = _refund_event(f"{event_id}:{refund.get('id')}", CHARGE_REFUNDED, refund)
+        if event is not None:
+            events.append(event)
+    if not events:
+        # Newer API versions leave the list out: refund.updated carries each refund instead.
+        log.info("stripe_webhook_ignored", event_id=event_id, event_type=CHARGE_REFUNDED)
+    return events
+
+
+def _dispute_events(
+    event_id: str, event_type: str, dispute: Mapping[str, Any]
+) -> list[GatewayEvent]:
+    reference, status = _str(dispute.get("id")), dispute.get("status")
+    state = _DISPUTE_STATES.get(status) if isinstance(status, str) else None
+    if reference is None or state is None:
+        raise WebhookRejected(
+            "malformed_payload", f"{event_type} event {event_id} carries no readable Dispute"
+        )
+    due = _int(_dict(dispute.get("evidence_details")).get("due_by"))
+    return [
+        GatewayEvent(
+            provider=GatewayName.STRIPE,
+            event_id=event_id,
+            event_type=event_type,
+            state=ChargeState.SUCCEEDED,
+            # Our payment's Stripe reference is its PaymentIntent.
+            gateway_reference=_str(dispute.get("payment_intent")),
+            dispute=DisputeNotice(
+                dispute_reference=reference,
+                state=state,
+                amount_minor=_int(dispute.get("amount")),
+                currency=_currency(dispute.get("currency")),
+                reason=_str(dispute.get("reason")),
+                evidence_due_by=datetime.fromtimestamp(due, UTC).isoformat() if due else None,
+            ),
         )
     ]
 

@@ -162,3 +162,62 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+
+
+class RefundRecord(SQLModel, table=True):
+    """One refund of a payment; pending and succeeded ones count against the refundable amount."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "idempotency_key", name="uq_refunds_merchant_key"),
+        # The reservation sums a payment's refunds by status under the payment's row lock.
+        Index("ix_refunds_payment_status", "payment_id", "status"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    payment_id: str = Field(max_length=40, foreign_key="payments.id")
+    merchant_id: str = Field(max_length=64)
+    idempotency_key: str = Field(max_length=255)
+    fingerprint: str = Field(max_length=64)
+    workflow_id: str = Field(max_length=400, unique=True)
+    status: str = Field(max_length=16)
+    amount_minor: int = Field(sa_type=BigInteger)
+    currency: str = Field(max_length=3)
+    reason: str | None = Field(default=None, max_length=200)
+    refund_metadata: dict[str, str] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSON, nullable=False)
+    )
+    gateway: str = Field(max_length=16)
+    refund_reference: str | None = Field(default=None, max_length=255, index=True)
+    failure_code: str | None = Field(default=None, max_length=64)
+    failure_message: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class DisputeRecord(SQLModel, table=True):
+    """One dispute (chargeback) as the gateway reported it, unique per gateway dispute id."""
+
+    __tablename__ = "disputes"
+    __table_args__ = (
+        UniqueConstraint("provider", "dispute_reference", name="uq_disputes_reference"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    provider: str = Field(max_length=16)
+    dispute_reference: str = Field(max_length=255)
+    workflow_id: str = Field(max_length=400)
+    # None when the gateway named a charge this ledger does not know.
+    payment_id: str | None = Field(default=None, max_length=40, foreign_key="payments.id")
+    merchant_id: str | None = Field(default=None, max_length=64)
+    status: str = Field(max_length=16)
+    reason: str | None = Field(default=None, max_length=200)
+    amount_minor: int | None = Field(default=None, sa_type=BigInteger)
+    currency: str | None = Field(default=None, max_length=3)
+    evidence_due_by: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    # The payment's status when the dispute opened: a won dispute gives it back.
+    payment_status_before: str | None = Field(default=None, max_length=32)
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()

@@ -297,12 +297,12 @@ def to_view(row: Payment) -> PaymentView:
             for f in row.risk_factors
         ],
         failure=failure,
-        created_at=_iso(row.created_at),
-        updated_at=_iso(row.updated_at),
+        created_at=iso(row.created_at),
+        updated_at=iso(row.updated_at),
     )
 
 
-def _iso(moment: datetime) -> str:
+def iso(moment: datetime) -> str:
     # SQLite hands back naive datetimes; every timestamp we write is UTC.
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
@@ -323,3 +323,57 @@ def in_review(session: Session, *, merchant_id: str | None, limit: int) -> list[
 def get_any_payment(session: Session, payment_id: str) -> Payment | None:
     """A payment of whichever merchant: for operators only (the API checks the role first)."""
     return session.get(Payment, payment_id)
+
+
+def lock_payment(session: Session, payment_id: str) -> Payment | None:
+    """Take the payment's row for the rest of this transaction, on both databases.
+
+    A no-op UPDATE rather than ``SELECT … FOR UPDATE``: on PostgreSQL it takes the same row lock,
+    and on SQLite (where FOR UPDATE does not exist) it takes the database's write lock before
+    anything is read, so a concurrent writer waits (busy_timeout) instead of reading a sum that is
+    stale by the time it writes. See docs/decisions.md, "Refunds serialize on the payment row".
+    """
+    session.execute(
+        update(Payment)
+        .where(col(Payment.id) == payment_id)
+        .values(last_seq=col(Payment.last_seq))
+        .execution_options(synchronize_session=False)
+    )
+    return session.exec(select(Payment).where(Payment.id == payment_id)).first()
+
+
+def record_status_after_success(
+    session: Session,
+    payment: Payment,
+    status: PaymentStatus,
+    *,
+    reason: str,
+    detail: dict[str, Any],
+    at: datetime,
+) -> None:
+    """A status change made after the payment workflow ended (refunds, disputes).
+
+    The caller holds the payment's row lock (`lock_payment`). The event takes the next sequence
+    number, so a late write from the payment workflow (a notification re-drive re-recording
+    ``succeeded``) can no longer overwrite it."""
+    seq = payment.last_seq + 1
+    insert_ignoring_conflict(
+        session,
+        PaymentEvent.__table__,  # type: ignore[attr-defined]
+        {
+            "payment_id": payment.id,
+            "seq": seq,
+            "status": status.value,
+            "reason": reason[:1000],
+            "detail": detail,
+            "created_at": at,
+        },
+        ["payment_id", "seq"],
+    )
+    session.execute(
+        update(Payment)
+        .where(col(Payment.id) == payment.id)
+        .values(status=status.value, last_seq=seq, updated_at=at)
+        .execution_options(synchronize_session=False)
+    )
+    payment.status, payment.last_seq = status.value, seq

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     review_timeout: PositiveSeconds = 24 * 3600.0
     ops_alert_url: str = ""
     ops_alert_secret: SecretStr | None = None
+    # Disputes: the merchant is reminded this many seconds before the evidence is due.
+    dispute_reminder_before: PositiveSeconds = 2 * 24 * 3600.0
     # Fraud rules (rules-1): each rule's weight, window and threshold; docs/fraud.md explains them.
     # Amounts in whole major units, converted per currency (2 -> 200 EUR cents, 2 JPY).
     risk_large_amount_major: Annotated[int, Field(ge=0)] = 10_000

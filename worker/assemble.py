@@ -1,4 +1,5 @@
-"""Assemble the Temporal worker: the payment workflow and every activity with its dependencies."""
+"""Assemble the Temporal worker: the payment, refund and dispute workflows and every activity
+with its dependencies."""
 
 from __future__ import annotations
 
@@ -11,17 +12,21 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.admission import AdmissionActivities
+from activities.dispute_ledger import DisputeLedgerActivities
 from activities.gateway import GatewayActivities
 from activities.ledger import LedgerActivities
 from activities.notify import NotificationActivities
+from activities.refund_ledger import RefundLedgerActivities
 from activities.risk import RiskActivities
 from gateways.base import Gateway
 from ledger.engine import SessionFactory
 from paytide.settings import Settings
 from workflows.contract import GatewayName
+from workflows.dispute import DisputeWorkflow
 from workflows.payment import PaymentWorkflow
+from workflows.refund import RefundWorkflow
 
-WORKFLOWS = [PaymentWorkflow]
+WORKFLOWS = [PaymentWorkflow, RefundWorkflow, DisputeWorkflow]
 
 # Every module passes through the sandbox: imported once per worker, not once per workflow run.
 # Re-importing the workflow's modules for each run cost more than the rest of a payment's first
@@ -44,6 +49,8 @@ def build_worker(
     task_queue: str | None = None,
 ) -> Worker:
     ledger = LedgerActivities(sessions)
+    refund_ledger = RefundLedgerActivities(sessions)
+    dispute_ledger = DisputeLedgerActivities(sessions)
     risk = RiskActivities.from_settings(sessions, settings)
     admission = AdmissionActivities(sessions, risk)
     gateway = GatewayActivities(gateways)
@@ -73,6 +80,17 @@ def build_worker(
             gateway.capture,
             notify.notify_merchant,
             notify.alert_operators,
+            # Refunds (workflows/refund.py).
+            refund_ledger.reserve,
+            refund_ledger.record_reference,
+            refund_ledger.settle,
+            gateway.refund,
+            gateway.retrieve_refund,
+            notify.notify_merchant_refund,
+            # Disputes (workflows/dispute.py).
+            dispute_ledger.record_change,
+            notify.notify_merchant_dispute,
+            notify.alert_operators_dispute,
         ],
         # Ledger and risk activities are synchronous database code; they run on these threads.
         activity_executor=executor,

@@ -28,13 +28,27 @@ class PaymentStatus(StrEnum):
     NEEDS_ATTENTION = "needs_attention"
     # The gateway reported something that contradicts the payment (amount, currency).
     CONFLICTED = "conflicted"
+    # After success, written by refund and dispute workflows (the payment workflow has ended).
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUNDED = "refunded"
+    DISPUTED = "disputed"
+    DISPUTE_LOST = "dispute_lost"
 
 
 TERMINAL_STATUSES = frozenset(
     {PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.BLOCKED, PaymentStatus.CANCELED}
 )
 # Statuses at which the payment workflow has ended: nothing more happens without an operator.
-CLOSED_STATUSES = TERMINAL_STATUSES | {PaymentStatus.CONFLICTED}
+# Statuses a payment reaches after its own workflow ended in success: refunds and disputes.
+AFTER_SUCCESS_STATUSES = frozenset(
+    {
+        PaymentStatus.PARTIALLY_REFUNDED,
+        PaymentStatus.REFUNDED,
+        PaymentStatus.DISPUTED,
+        PaymentStatus.DISPUTE_LOST,
+    }
+)
+CLOSED_STATUSES = TERMINAL_STATUSES | {PaymentStatus.CONFLICTED} | AFTER_SUCCESS_STATUSES
 
 
 class GatewayName(StrEnum):
@@ -215,6 +229,8 @@ class RefundRequest:
     amount_minor: int
     currency: str
     reason: str | None = None
+    # Our refund id, sent as metadata / merchant reference so the refund's webhook finds it.
+    refund_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,8 +241,61 @@ class RefundOutcome:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RefundLookup:
+    """Find a refund by the gateway's refund reference (the only handle every gateway has)."""
+
+    gateway: GatewayName
+    refund_reference: str
+    # The charge the refund belongs to: some gateways file refunds under it.
+    gateway_reference: str | None = None
+
+
+class DisputeState(StrEnum):
+    """Where a dispute stands, in paytide's words."""
+
+    # The merchant may answer with evidence until the due date.
+    NEEDS_RESPONSE = "needs_response"
+    UNDER_REVIEW = "under_review"
+    WON = "won"
+    LOST = "lost"
+
+
+FINAL_DISPUTE_STATES = frozenset({DisputeState.WON, DisputeState.LOST})
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefundNotice:
+    """What a refund webhook says about one refund."""
+
+    state: RefundState
+    refund_reference: str | None = None
+    # Our refund id, echoed back by gateways that carry metadata or a merchant reference.
+    refund_id: str | None = None
+    amount_minor: int | None = None
+    currency: str | None = None
+    failure: Failure | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DisputeNotice:
+    """What a dispute (chargeback) webhook says about one dispute."""
+
+    dispute_reference: str
+    state: DisputeState
+    amount_minor: int | None = None
+    currency: str | None = None
+    reason: str | None = None
+    # ISO 8601; None when the gateway did not say.
+    evidence_due_by: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class GatewayEvent:
-    """A verified gateway webhook, delivered to the payment workflow as a signal."""
+    """A verified gateway webhook, delivered to the payment workflow as a signal.
+
+    A refund or dispute event carries ``refund`` or ``dispute``; it is routed to that workflow,
+    never to the payment's, and its ``state`` is the charge's (a refunded or disputed charge
+    had succeeded)."""
 
     provider: GatewayName
     event_id: str
@@ -239,6 +308,8 @@ class GatewayEvent:
     # Our own ids, echoed back by gateways that carry metadata; used to find the payment.
     payment_id: str | None = None
     workflow_id: str | None = None
+    refund: RefundNotice | None = None
+    dispute: DisputeNotice | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,8 +29,10 @@ from gateways.sandbox_server.processor import Processor
 from gateways.sandbox_server.refunds import RefundStore
 from gateways.sandbox_server.schemas import (
     CaptureBody,
+    CloseDisputeBody,
     CreateChargeBody,
     CreateRefundBody,
+    OpenDisputeBody,
     ThreeDSBody,
 )
 from gateways.sandbox_server.tasks import TaskTracker
@@ -168,6 +170,32 @@ class _Api:
         self._authenticate(request)
         return JSONResponse(self._processor.get_refund(request.path_params["refund_id"]).to_json())
 
+    async def open_dispute(self, request: Request) -> JSONResponse:
+        """Test control: the cardholder disputes a succeeded charge (``dispute.created``)."""
+        self._authenticate(request)
+        raw = await _json_object(request) if await request.body() else {}
+        try:
+            body = OpenDisputeBody.model_validate(raw)
+        except ValidationError as error:
+            raise _invalid(error) from None
+        dispute = self._processor.open_dispute(request.path_params["charge_id"], body)
+        return JSONResponse(dispute.to_json())
+
+    async def close_dispute(self, request: Request) -> JSONResponse:
+        """Test control: the network decides a dispute won or lost (``dispute.closed``)."""
+        self._authenticate(request)
+        try:
+            body = CloseDisputeBody.model_validate(await _json_object(request))
+        except ValidationError as error:
+            raise _invalid(error) from None
+        dispute = self._processor.close_dispute(request.path_params["dispute_id"], body)
+        return JSONResponse(dispute.to_json())
+
+    async def get_dispute(self, request: Request) -> JSONResponse:
+        self._authenticate(request)
+        dispute = self._processor.get_dispute(request.path_params["dispute_id"])
+        return JSONResponse(dispute.to_json())
+
     async def complete_3ds(self, request: Request) -> JSONResponse:
         # No bearer token: this is the customer's browser, which holds only the client secret.
         try:
@@ -246,6 +274,9 @@ def create_sandbox_app(
         ),
         Route("/v1/refunds", api.create_refund, methods=["POST"]),
         Route("/v1/refunds/{refund_id}", api.get_refund, methods=["GET"]),
+        Route("/v1/charges/{charge_id}/dispute", api.open_dispute, methods=["POST"]),
+        Route("/v1/disputes/{dispute_id}", api.get_dispute, methods=["GET"]),
+        Route("/v1/disputes/{dispute_id}/close", api.close_dispute, methods=["POST"]),
         Route("/v1/stats", api.stats, methods=["GET"]),
         Route("/v1/_test/outage", api.start_outage, methods=["POST"]),
     ]

@@ -1,5 +1,5 @@
-"""What the sandbox does with charges and refunds: scripted outcomes, settlement, captures and the
-webhooks it sends.
+"""What the sandbox does with charges, refunds and disputes: scripted outcomes, settlement,
+captures and the webhooks it sends.
 
 This module is the card processor; `app` is only its HTTP face.
 """
@@ -24,10 +24,17 @@ from gateways.sandbox_server.charges import (
     new_id,
 )
 from gateways.sandbox_server.config import SandboxConfig
+from gateways.sandbox_server.disputes import Dispute, DisputeStatus, DisputeStore
 from gateways.sandbox_server.errors import SandboxError
 from gateways.sandbox_server.refunds import Refund, RefundStatus, RefundStore
 from gateways.sandbox_server.scenarios import Scenario, scenario_for
-from gateways.sandbox_server.schemas import CaptureBody, CreateChargeBody, CreateRefundBody
+from gateways.sandbox_server.schemas import (
+    CaptureBody,
+    CloseDisputeBody,
+    CreateChargeBody,
+    CreateRefundBody,
+    OpenDisputeBody,
+)
 from gateways.sandbox_server.tasks import TaskTracker
 from gateways.sandbox_server.webhooks import WebhookDispatcher, build_event
 
@@ -69,8 +76,10 @@ class Processor:
         refunds: RefundStore,
         dispatcher: WebhookDispatcher,
         tasks: TaskTracker,
+        disputes: DisputeStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._disputes = disputes or DisputeStore()
         self._config = config
         self._store = store
         self._refunds = refunds
@@ -352,6 +361,61 @@ class Processor:
         if refund is None:
             raise SandboxError(404, "not_found", f"no refund {refund_id!r}")
         return refund
+
+    def open_dispute(self, charge_id: str, body: OpenDisputeBody) -> Dispute:
+        """The cardholder disputes a succeeded charge; announced by ``dispute.created``."""
+        charge = self.get(charge_id)
+        if charge.status is not ChargeStatus.SUCCEEDED:
+            raise SandboxError(
+                409,
+                "charge_not_disputable",
+                f"the charge is {charge.status}; only a succeeded charge can be disputed",
+            )
+        if self._disputes.for_charge(charge.id) is not None:
+            raise SandboxError(409, "charge_already_disputed", "this charge has a dispute already")
+        amount = charge.amount_captured if body.amount is None else body.amount
+        if amount > charge.amount_captured:
+            raise SandboxError(
+                400,
+                "amount_exceeds_charge",
+                f"cannot dispute {amount}; the charge captured {charge.amount_captured}",
+            )
+        now = int(self._clock())
+        dispute = Dispute(
+            id=new_id("dp"),
+            status=DisputeStatus.NEEDS_RESPONSE,
+            charge=charge.id,
+            amount=amount,
+            currency=charge.currency,
+            reason=body.reason,
+            evidence_due_by=now + body.evidence_due_in_seconds,
+            metadata=dict(charge.metadata),
+            created=now,
+        )
+        self._disputes.add(dispute)
+        logger.info("dispute_opened", dispute_id=dispute.id, charge_id=charge.id, amount=amount)
+        self._announce(dispute.to_json(), "dispute.created")
+        return dispute
+
+    def close_dispute(self, dispute_id: str, body: CloseDisputeBody) -> Dispute:
+        """The network decides; announced by ``dispute.closed``. Deciding again is refused."""
+        dispute = self._disputes.get(dispute_id)
+        if dispute is None:
+            raise SandboxError(404, "not_found", f"no dispute {dispute_id!r}")
+        if dispute.status is not DisputeStatus.NEEDS_RESPONSE:
+            raise SandboxError(
+                409, "dispute_closed", f"the dispute was already decided: {dispute.status}"
+            )
+        dispute.status = DisputeStatus(body.outcome)
+        logger.info("dispute_closed", dispute_id=dispute.id, status=str(dispute.status))
+        self._announce(dispute.to_json(), "dispute.closed")
+        return dispute
+
+    def get_dispute(self, dispute_id: str) -> Dispute:
+        dispute = self._disputes.get(dispute_id)
+        if dispute is None:
+            raise SandboxError(404, "not_found", f"no dispute {dispute_id!r}")
+        return dispute
 
 
 def _same_currency(charge: Charge, currency: str | None) -> None:

@@ -73,3 +73,26 @@ class CreateRefundBody(BaseModel):
     def fingerprint(self) -> str:
         """Identifies the request's content, to tell a retry from a reused key."""
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
+
+# The longest evidence window a test may ask for; real networks give weeks, not years.
+MAX_EVIDENCE_SECONDS = 60 * 24 * 3600
+
+
+class OpenDisputeBody(BaseModel):
+    """Test control: the cardholder disputes a succeeded charge."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reason: StrictStr = Field(default="fraudulent", min_length=1, max_length=100)
+    # None disputes everything that was captured.
+    amount: StrictInt | None = Field(default=None, gt=0)
+    evidence_due_in_seconds: StrictInt = Field(default=7 * 24 * 3600, ge=0, le=MAX_EVIDENCE_SECONDS)
+
+
+class CloseDisputeBody(BaseModel):
+    """Test control: the card network decides the dispute."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    outcome: Literal["won", "lost"]

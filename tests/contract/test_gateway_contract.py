@@ -14,6 +14,7 @@ from workflows.contract import (
     ChargeOutcome,
     ChargeRequest,
     ChargeState,
+    RefundLookup,
     RefundRequest,
     RefundState,
 )
@@ -110,7 +111,8 @@ async def test_status_lookup_finds_the_charge(harness: GatewayHarness) -> None:
 
 
 async def test_refund_of_a_succeeded_charge(harness: GatewayHarness) -> None:
-    """A succeeded charge can be refunded, idempotently under its refund key."""
+    """A succeeded charge can be refunded, idempotently under its refund key, and the refund can
+    be looked up by its reference."""
     request = charge_request(harness, Scenario.SUCCEED_AT_ONCE)
     outcome = await harness.gateway.charge(request)
     assert outcome.gateway_reference is not None
@@ -128,3 +130,9 @@ async def test_refund_of_a_succeeded_charge(harness: GatewayHarness) -> None:
     assert first.state in (RefundState.PENDING, RefundState.SUCCEEDED)
     assert first.refund_reference
     assert second.refund_reference == first.refund_reference
+    looked_up = await harness.gateway.retrieve_refund(
+        RefundLookup(gateway=harness.gateway.name, refund_reference=first.refund_reference)
+    )
+    # Never FAILED for a refund that was taken; PENDING where the gateway cannot tell (Adyen).
+    assert looked_up.state in (RefundState.PENDING, RefundState.SUCCEEDED)
+    assert looked_up.refund_reference == first.refund_reference

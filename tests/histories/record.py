@@ -1,4 +1,5 @@
-"""Record one PaymentWorkflow history per branch into ``tests/histories/<branch>.json``.
+"""Record one PaymentWorkflow history per branch into ``tests/histories/<branch>.json``, and one
+history each of RefundWorkflow and DisputeWorkflow (``REFUND_AND_DISPUTE``).
 
 Run by hand after a change to ``workflows/payment.py`` that is meant to break replay (or when a
 new branch appears)::
@@ -20,11 +21,13 @@ import logging
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
 from gateways.base import GatewayRefused, GatewayUnavailable
@@ -32,15 +35,20 @@ from ledger.engine import SessionFactory, create_ledger_engine, session_factory
 from ledger.migrate import upgrade
 from paytide.binaries import temporal_test_server
 from paytide.search_attributes import ALL_KEYS
+from tests.support.ledger_seed import seed_succeeded_payment
 from tests.support.scripted_gateway import ScriptedGateway
 from tests.workflow.harness import Harness, event, payment_request, running_payments
+from tests.workflow.refund_harness import refund_event, refund_input, running_refunds
 from workflows.contract import (
     CancelPayment,
     CaptureMethod,
     CapturePayment,
     ChargeOutcome,
     ChargeState,
+    DisputeNotice,
+    DisputeState,
     Failure,
+    GatewayEvent,
     GatewayName,
     InitiateRequest,
     NextAction,
@@ -48,10 +56,15 @@ from workflows.contract import (
     PaymentStatus,
     PaymentView,
     ReconcileRequest,
+    RefundState,
     ReviewDecision,
     ReviewVerdict,
 )
+from workflows.dispute import DisputeWorkflow
+from workflows.dispute_contract import DisputeInput
 from workflows.payment import PaymentWorkflow
+from workflows.refund import RefundWorkflow
+from workflows.refund_contract import RefundInitiate
 
 HERE = Path(__file__).parent
 PENDING = ChargeOutcome(state=ChargeState.PENDING, gateway_reference="ch_1")
@@ -246,6 +259,85 @@ async def record(
     return path
 
 
+async def _refund_succeeded(env: WorkflowEnvironment, sessions: SessionFactory) -> WorkflowHistory:
+    """A partial refund: reserved, refunded at the gateway, settled by its webhook."""
+    payment = seed_succeeded_payment(sessions, gateway_reference="ch_history")
+    async with running_refunds(env, sessions, ScriptedGateway()) as h:
+        refund = refund_input(payment, 1000, key="history-refund", fingerprint="fp-history-refund")
+        handle = await h.start(refund)
+        await handle.execute_update(
+            RefundWorkflow.initiate, RefundInitiate(fingerprint=refund.request.fingerprint)
+        )
+        await h.wait_for_refund_call()
+        await handle.signal(RefundWorkflow.refund_event, refund_event("re_1", event_id="evt_h1"))
+        result = await handle.result()
+        if result.refund is None or result.refund.status is not RefundState.SUCCEEDED:
+            raise SystemExit(f"refund_succeeded: ended {result}")
+        return await handle.fetch_history()
+
+
+async def _dispute_won(env: WorkflowEnvironment, sessions: SessionFactory) -> WorkflowHistory:
+    """A dispute opened, reminded before the evidence is due, then won."""
+    payment = seed_succeeded_payment(sessions)
+    due = (await env.get_current_time() + timedelta(days=5)).isoformat()
+    async with running_refunds(env, sessions, ScriptedGateway()) as h:
+
+        async def deliver(state: DisputeState, event_id: str) -> Any:
+            event = GatewayEvent(
+                provider=GatewayName.SANDBOX,
+                event_id=event_id,
+                event_type=f"dispute.{state.value}",
+                state=ChargeState.SUCCEEDED,
+                payment_id=payment.payment_id,
+                dispute=DisputeNotice(
+                    dispute_reference="dp_history",
+                    state=state,
+                    amount_minor=payment.amount_minor,
+                    currency=payment.currency,
+                    reason="fraudulent",
+                    evidence_due_by=due,
+                ),
+            )
+            return await env.client.start_workflow(
+                DisputeWorkflow.run,
+                DisputeInput(
+                    dispute_id="dp_history_1",
+                    provider=GatewayName.SANDBOX,
+                    dispute_reference="dp_history",
+                ),
+                id="dispute-sandbox-dp_history",
+                task_queue=h.task_queue,
+                start_signal="dispute_event",
+                start_signal_args=[event],
+            )
+
+        handle = await deliver(DisputeState.NEEDS_RESPONSE, "evt_d1")
+        await env.sleep(timedelta(days=4))
+        await deliver(DisputeState.WON, "evt_d2")
+        view = await handle.result()
+        kinds = [n.event_type for n in h.notifier.disputes]
+        if view is None or view.status is not DisputeState.WON or len(kinds) != 3:
+            raise SystemExit(f"dispute_won: ended {view}, told {kinds}")
+        history: WorkflowHistory = await handle.fetch_history()
+        return history
+
+
+# Histories of the other workflows, recorded the same way (see the README's table).
+REFUND_AND_DISPUTE: dict[
+    str, Callable[[WorkflowEnvironment, SessionFactory], Awaitable[WorkflowHistory]]
+] = {
+    "refund_succeeded": _refund_succeeded,
+    "dispute_won": _dispute_won,
+}
+
+
+async def record_other(env: WorkflowEnvironment, sessions: SessionFactory, name: str) -> Path:
+    history = await REFUND_AND_DISPUTE[name](env, sessions)
+    path = HERE / f"{name}.json"
+    path.write_text(history.to_json() + "\n", encoding="utf-8")
+    return path
+
+
 async def register_search_attributes(env: WorkflowEnvironment) -> None:
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
@@ -268,7 +360,11 @@ async def main(names: list[str]) -> None:
             upgrade(engine)
             try:
                 for name in names:
-                    path = await record(env, session_factory(engine), name, BRANCHES[name])
+                    sessions = session_factory(engine)
+                    if name in REFUND_AND_DISPUTE:
+                        path = await record_other(env, sessions, name)
+                    else:
+                        path = await record(env, sessions, name, BRANCHES[name])
                     print(f"recorded {path}", flush=True)
             finally:
                 engine.dispose()
@@ -278,11 +374,12 @@ async def main(names: list[str]) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("branches", nargs="*", metavar="BRANCH", help=", ".join(BRANCHES))
-    chosen = parser.parse_args().branches or list(BRANCHES)
-    unknown = sorted(set(chosen) - set(BRANCHES))
+    known = [*BRANCHES, *REFUND_AND_DISPUTE]
+    parser.add_argument("branches", nargs="*", metavar="BRANCH", help=", ".join(known))
+    chosen = parser.parse_args().branches or known
+    unknown = sorted(set(chosen) - set(known))
     if unknown:
-        parser.error(f"unknown branch {', '.join(unknown)}; choose from {', '.join(BRANCHES)}")
+        parser.error(f"unknown branch {', '.join(unknown)}; choose from {', '.join(known)}")
     # The scripted failures (503s, refusals) are expected; their activity tracebacks are noise.
     logging.basicConfig(level=logging.ERROR)
     asyncio.run(main(chosen))

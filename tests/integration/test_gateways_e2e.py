@@ -3,6 +3,7 @@ server that answers as the real API does and sends real signed webhooks back to 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -156,3 +157,74 @@ async def test_failover_to_adyen_when_stripe_answers_503_charges_once(
         assert sum(adyen.payments_created.values()) == 1
         charging = [status for status in stack.ledger_statuses(payment_id) if status == "charging"]
         assert len(charging) == 2
+
+
+async def refund_settled(stack: Stack, payment_id: str, amount: int) -> dict[str, Any]:
+    created = await stack.api.post(
+        f"/payments/{payment_id}/refunds",
+        json={"amount": amount, "reason": "requested_by_customer"},
+        headers={"Idempotency-Key": f"refund-{payment_id}"},
+    )
+    assert created.status_code == 201, created.text
+    async with asyncio.timeout(30):
+        while True:
+            refund: dict[str, Any] = (
+                await stack.api.get(f"/payments/{payment_id}/refunds/{created.json()['id']}")
+            ).json()
+            if refund["status"] != "pending":
+                return refund
+            await asyncio.sleep(0.1)
+
+
+async def test_stripe_refund_is_made_and_its_webhook_routed(
+    dev_env: WorkflowEnvironment, database_url: str
+) -> None:
+    """A refund of a Stripe payment is made with our refund id in metadata; Stripe's signed
+    refund.updated reaches the refund's workflow (or finds it already settled)."""
+    async with gateway_stack(dev_env, database_url, [{"gateways": ["stripe"]}]) as (
+        stack,
+        stripe,
+        _,
+    ):
+        created = await stack.pay(payment_method="pm_card_async", currency="EUR")
+        payment = await stack.wait_final(created.json()["id"])
+        assert payment["status"] == "succeeded"
+
+        refund = await refund_settled(stack, payment["id"], 500)
+
+        assert refund["status"] == "succeeded"
+        assert refund["gateway_reference"].startswith("re_")
+        made = stripe.refunds[refund["gateway_reference"]]
+        assert made["metadata"]["refund_id"] == refund["id"]
+        shown = (await stack.api.get(f"/payments/{payment['id']}")).json()
+        assert shown["status"] == "partially_refunded"
+        async with asyncio.timeout(10):
+            while not any(
+                t == "refund.updated" for t, _ in stack.webhook_deliveries(payment["id"])
+            ):
+                await asyncio.sleep(0.1)
+        deliveries = dict(stack.webhook_deliveries(payment["id"]))
+        assert deliveries["refund.updated"] in {"signalled", "refund_closed"}
+
+
+async def test_adyen_refund_settles_on_its_refund_notification(
+    dev_env: WorkflowEnvironment, database_url: str
+) -> None:
+    """An Adyen refund is received (pending) and settles on the signed REFUND notification,
+    routed by the refund id Adyen echoes as merchantReference."""
+    async with gateway_stack(dev_env, database_url, [{"gateways": ["adyen"]}]) as (
+        stack,
+        _,
+        adyen,
+    ):
+        created = await stack.pay(payment_method="adyen_async", currency="EUR")
+        payment = await stack.wait_final(created.json()["id"])
+        assert payment["status"] == "succeeded"
+
+        refund = await refund_settled(stack, payment["id"], payment["amount"])
+
+        assert refund["status"] == "succeeded"
+        assert ("REFUND", "signalled") in stack.webhook_deliveries(payment["id"])
+        shown = (await stack.api.get(f"/payments/{payment['id']}")).json()
+        assert shown["status"] == "refunded"
+        assert sum(adyen.modifications_created.values()) == 1

@@ -38,6 +38,7 @@ from workflows.contract import (
     Failure,
     GatewayEvent,
     GatewayName,
+    RefundLookup,
     RefundRequest,
     RefundState,
 )
@@ -129,6 +130,7 @@ def refund_request(gateway_reference: str, **fields: Any) -> RefundRequest:
         "amount_minor": 1000,
         "currency": "EUR",
         "reason": "requested_by_customer",
+        "refund_id": "ref_test",
     }
     values.update(fields)
     return RefundRequest(**values)
@@ -471,7 +473,8 @@ async def test_capture_beyond_the_authorization_is_a_request_error(stack: Stack)
 
 
 async def test_refund_is_pending_then_signed_and_idempotent(stack: Stack) -> None:
-    """refund() answers PENDING with a reference, replays by key; its signed webhook is ignored."""
+    """refund() answers PENDING with a reference, replays by key; its signed webhook parses to a
+    refund event for our refund id; retrieve_refund reports it settled."""
     reference = await succeeded_charge(stack)
     request = refund_request(reference)
     first = await stack.gateway.refund(request)
@@ -490,11 +493,21 @@ async def test_refund_is_pending_then_signed_and_idempotent(stack: Stack) -> Non
         1000,
         "requested_by_customer",
     )
-    assert data["metadata"] == {"payment_id": request.payment_id}
-    # No workflow follows refunds yet: the event is acknowledged and yields nothing.
-    assert stack.verifier.verify(webhook.headers, webhook.body) == []
+    assert data["metadata"] == {"payment_id": request.payment_id, "refund_id": "ref_test"}
+    [event] = stack.verifier.verify(webhook.headers, webhook.body)
+    assert event.refund is not None
+    assert (event.refund.state, event.refund.refund_id, event.refund.refund_reference) == (
+        RefundState.SUCCEEDED,
+        "ref_test",
+        first.refund_reference,
+    )
+    assert (event.payment_id, event.gateway_reference) == (request.payment_id, reference)
     settled = await stack.gateway.refund(request)
     assert settled.state is RefundState.SUCCEEDED
+    looked_up = await stack.gateway.retrieve_refund(
+        RefundLookup(gateway=GatewayName.SANDBOX, refund_reference=first.refund_reference)
+    )
+    assert looked_up.state is RefundState.SUCCEEDED
 
 
 async def test_over_refund_is_a_failed_outcome(stack: Stack) -> None:
@@ -528,7 +541,9 @@ async def test_scripted_refund_failure_arrives_by_webhook(stack: Stack) -> None:
     assert created.state is RefundState.PENDING
     assert created.refund_reference is not None
     webhook = await stack.recorder.wait_for_event(created.refund_reference, "refund.failed")
-    assert stack.verifier.verify(webhook.headers, webhook.body) == []
+    [event] = stack.verifier.verify(webhook.headers, webhook.body)
+    assert event.refund is not None and event.refund.state is RefundState.FAILED
+    assert event.refund.failure is not None and event.refund.failure.code == "refund_declined"
     failed = await stack.gateway.refund(request)  # The replay reports the final state.
     assert failed.state is RefundState.FAILED
     assert failed.failure is not None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from gateways.base import (
 from gateways.stripe import IDEMPOTENCY_METADATA_KEY, StripeGateway, StripeWebhookVerifier
 from tests.support import stripe_server as tokens
 from tests.support.serve import bound_socket, serve, url_of
-from tests.support.stripe_server import FakeStripe, StripeServerConfig
+from tests.support.stripe_server import FakeStripe, StripeServerConfig, sign
 from tests.support.webhook_recorder import WebhookRecorder
 from workflows.contract import (
     CancelRequest,
@@ -31,6 +33,7 @@ from workflows.contract import (
     ChargeRequest,
     ChargeState,
     GatewayName,
+    RefundLookup,
     RefundRequest,
     RefundState,
 )
@@ -389,6 +392,46 @@ async def test_refund_reason_outside_stripes_enum_goes_to_metadata(stack: Stack)
     assert refund["reason"] is None
     assert refund["metadata"]["reason"] == "goods_not_received"
     assert refund["metadata"]["payment_id"] == request.payment_id
+
+
+async def test_refund_is_announced_and_can_be_looked_up(stack: Stack) -> None:
+    """A refund is announced by a signed refund.updated carrying our refund id, and
+    retrieve_refund reads its state; an unknown refund reads as still pending."""
+    request = charge(tokens.VISA)
+    outcome = await stack.gateway.charge(request)
+    assert outcome.gateway_reference is not None
+    result = await stack.gateway.refund(
+        RefundRequest(
+            gateway=GatewayName.STRIPE,
+            payment_id=request.payment_id,
+            gateway_reference=outcome.gateway_reference,
+            idempotency_key=f"{request.workflow_id}/refund",
+            amount_minor=1000,
+            currency="EUR",
+            refund_id="ref_stripe_1",
+        )
+    )
+    assert result.refund_reference is not None
+    [announced] = [
+        e
+        for e in stack.server.events
+        if e["type"] == "refund.updated" and e["data"]["object"]["id"] == result.refund_reference
+    ]
+    body = json.dumps(announced).encode()
+    [event] = stack.verifier.verify(
+        {"Stripe-Signature": sign(WEBHOOK_SECRET, body, int(time.time()))}, body
+    )
+    assert event.refund is not None
+    assert (event.refund.refund_id, event.refund.state) == ("ref_stripe_1", RefundState.SUCCEEDED)
+    assert event.gateway_reference == outcome.gateway_reference
+    found = await stack.gateway.retrieve_refund(
+        RefundLookup(gateway=GatewayName.STRIPE, refund_reference=result.refund_reference)
+    )
+    assert found.state is RefundState.SUCCEEDED
+    missing = await stack.gateway.retrieve_refund(
+        RefundLookup(gateway=GatewayName.STRIPE, refund_reference="re_missing")
+    )
+    assert missing.state is RefundState.PENDING
 
 
 async def test_connection_refused_is_unavailable() -> None:

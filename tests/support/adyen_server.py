@@ -212,6 +212,7 @@ class AdyenServer:
         success: bool = True,
         original_reference: str | None = None,
         amount: int | None = None,
+        merchant_reference: str | None = None,
     ) -> dict[str, Any]:
         item: dict[str, Any] = {
             "additionalData": {},
@@ -222,7 +223,7 @@ class AdyenServer:
             "eventCode": event_code,
             "eventDate": datetime.now(UTC).isoformat(timespec="seconds"),
             "merchantAccountCode": self.merchant_account,
-            "merchantReference": payment.reference,
+            "merchantReference": merchant_reference or payment.reference,
             "paymentMethod": "visa",
             "pspReference": psp_reference,
             "reason": "",
@@ -411,6 +412,8 @@ class AdyenServer:
             psp_reference=answer["pspReference"],
             original_reference=payment.psp_reference,
             amount=amount,
+            # A refund's notification names the refund request's own reference, as Adyen does.
+            merchant_reference=answer.get("reference") if kind == "refunds" else None,
         )
         self._deliver_later(*self.notification([item]))
         return Answer(201, answer)

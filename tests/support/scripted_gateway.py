@@ -14,10 +14,13 @@ from workflows.contract import (
     ChargeRequest,
     ChargeState,
     GatewayName,
+    RefundLookup,
     RefundOutcome,
     RefundRequest,
     RefundState,
 )
+
+RefundStep = RefundOutcome | Exception
 
 Step = ChargeOutcome | Exception
 
@@ -38,6 +41,10 @@ class ScriptedGateway:
     gateway_name: GatewayName = GatewayName.SANDBOX
     capture_calls: list[CaptureRequest] = field(default_factory=list)
     refund_calls: list[RefundRequest] = field(default_factory=list)
+    # Answers to `refund` and `retrieve_refund`, in order; the last one repeats.
+    refunds: list[RefundStep] = field(default_factory=list)
+    refund_lookups: list[RefundStep] = field(default_factory=list)
+    refund_lookup_calls: list[RefundLookup] = field(default_factory=list)
 
     @property
     def name(self) -> GatewayName:
@@ -71,8 +78,25 @@ class ScriptedGateway:
             state=ChargeState.SUCCEEDED, gateway_reference=request.gateway_reference
         )
 
+    @staticmethod
+    def _next_refund(script: list[RefundStep], default: RefundOutcome) -> RefundOutcome:
+        step = script.pop(0) if len(script) > 1 else (script[0] if script else default)
+        if isinstance(step, Exception):
+            raise step
+        return step
+
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         self.refund_calls.append(request)
-        return RefundOutcome(
-            state=RefundState.PENDING, refund_reference=f"re_{len(self.refund_calls)}"
+        return self._next_refund(
+            self.refunds,
+            RefundOutcome(
+                state=RefundState.PENDING, refund_reference=f"re_{len(self.refund_calls)}"
+            ),
+        )
+
+    async def retrieve_refund(self, lookup: RefundLookup) -> RefundOutcome:
+        self.refund_lookup_calls.append(lookup)
+        return self._next_refund(
+            self.refund_lookups,
+            RefundOutcome(state=RefundState.PENDING, refund_reference=lookup.refund_reference),
         )

@@ -218,6 +218,7 @@ class FakeStripe:
                     "/v1/payment_intents/{intent}/capture", self._capture_intent, methods=["POST"]
                 ),
                 Route("/v1/refunds", self._create_refund, methods=["POST"]),
+                Route("/v1/refunds/{refund}", self._get_refund, methods=["GET"]),
                 Route("/_test/stats", self._stats, methods=["GET"]),
             ],
             lifespan=self._lifespan,
@@ -623,7 +624,23 @@ class FakeStripe:
             "status": "succeeded",
         }
         self.refunds[refund["id"]] = refund
+        # Refunds settle at once here; Stripe still announces it, as it does for every refund.
+        self._emit("refund.updated", refund)
         return 200, copy.deepcopy(refund)
+
+    async def _get_refund(self, request: Request) -> Response:
+        def handle(request: Request, params: JSON) -> tuple[int, JSON]:
+            refund = self.refunds.get(request.path_params["refund"])
+            if refund is None:
+                raise StripeApiError(
+                    404,
+                    "invalid_request_error",
+                    f"No such refund: '{request.path_params['refund']}'",
+                    code="resource_missing",
+                )
+            return 200, copy.deepcopy(refund)
+
+        return await self._answer(request, handle)
 
     async def _stats(self, request: Request) -> Response:
         return JSONResponse(
@@ -657,13 +674,13 @@ class FakeStripe:
         if self.payment_intents[intent_id]["status"] == "processing":
             self.settle(intent_id)
 
-    def _emit(self, event_type: str, intent: JSON) -> tuple[dict[str, str], bytes]:
+    def _emit(self, event_type: str, obj: JSON) -> tuple[dict[str, str], bytes]:
         event: JSON = {
             "id": _object_id("evt"),
             "object": "event",
             "api_version": API_VERSION,
             "created": int(time.time()),
-            "data": {"object": copy.deepcopy(intent)},
+            "data": {"object": copy.deepcopy(obj)},
             "livemode": False,
             "pending_webhooks": 1 if self.config.webhook_url else 0,
             "request": {"id": None, "idempotency_key": None},

@@ -16,7 +16,7 @@ from Adyen.util import generate_notification_sig
 
 from gateways.adyen import AdyenWebhookVerifier
 from gateways.base import WebhookRejected
-from workflows.contract import ChargeState, GatewayName
+from workflows.contract import ChargeState, DisputeState, GatewayName, RefundState
 
 USERNAME = "adyen-webhooks"
 PASSWORD = "correct horse battery staple"
@@ -217,21 +217,76 @@ def test_failed_cancellation_is_no_event(verifier: AdyenWebhookVerifier) -> None
     assert verifier.verify(auth(), body(signed(failed))) == []
 
 
-@pytest.mark.parametrize(
-    "event_code",
-    [
-        "REFUND",
-        "REFUND_FAILED",
-        "CHARGEBACK",
-        "CHARGEBACK_REVERSED",
-        "REPORT_AVAILABLE",
-    ],
-)
+@pytest.mark.parametrize("event_code", ["REPORT_AVAILABLE", "AUTORESCUE"])
 def test_other_event_codes_are_acknowledged_without_events(
     verifier: AdyenWebhookVerifier, event_code: str
 ) -> None:
-    """Refunds, disputes (mapped later) and unknown codes verify but yield no event."""
+    """Codes paytide does not handle verify but yield no event."""
     assert verifier.verify(auth(), body(signed(item(event_code)))) == []
+
+
+@pytest.mark.parametrize(
+    ("event_code", "success", "state"),
+    [
+        ("REFUND", True, RefundState.SUCCEEDED),
+        ("REFUND", False, RefundState.FAILED),
+        ("REFUND_FAILED", True, RefundState.FAILED),
+    ],
+)
+def test_refund_notifications_are_refund_events(
+    verifier: AdyenWebhookVerifier, event_code: str, success: bool, state: RefundState
+) -> None:
+    """REFUND names our refund id (merchantReference), the refund's own pspReference and the
+    payment (originalReference); success=false or REFUND_FAILED is a failed refund with Adyen's
+    reason."""
+    refund = item(
+        event_code,
+        success=success,
+        psp="refund_psp_1",
+        reference="ref_unit_1",
+        original="8816178952380553",
+        value=1500,
+        reason="" if state is RefundState.SUCCEEDED else "Insufficient balance",
+    )
+    [event] = verifier.verify(auth(), body(signed(refund)))
+    assert event.refund is not None
+    assert (event.refund.state, event.refund.refund_id, event.refund.refund_reference) == (
+        state,
+        "ref_unit_1",
+        "refund_psp_1",
+    )
+    assert (event.refund.amount_minor, event.gateway_reference) == (1500, "8816178952380553")
+    if state is RefundState.FAILED:
+        assert event.refund.failure is not None
+        assert event.refund.failure.message == "Insufficient balance"
+    else:
+        assert event.refund.failure is None
+
+
+@pytest.mark.parametrize(
+    ("event_code", "state"),
+    [
+        ("NOTIFICATION_OF_CHARGEBACK", DisputeState.NEEDS_RESPONSE),
+        ("CHARGEBACK", DisputeState.LOST),
+        ("SECOND_CHARGEBACK", DisputeState.LOST),
+        ("CHARGEBACK_REVERSED", DisputeState.WON),
+    ],
+)
+def test_chargeback_notifications_are_dispute_events(
+    verifier: AdyenWebhookVerifier, event_code: str, state: DisputeState
+) -> None:
+    """Every chargeback notification is keyed by the disputed payment (originalReference), so
+    the dispute's notifications reach one workflow; the defence deadline is the due date."""
+    fields = item(event_code, psp="dispute_psp_1", original="8816178952380553", reason="Fraud")
+    fields["additionalData"] = {"defensePeriodEndsAt": "2026-03-20T12:00:00+01:00"}
+    signature = generate_notification_sig(fields, KEY).decode()
+    fields["additionalData"]["hmacSignature"] = signature
+    [event] = verifier.verify(auth(), body(fields))
+    assert event.dispute is not None
+    assert (event.dispute.dispute_reference, event.dispute.state) == ("8816178952380553", state)
+    assert (event.dispute.reason, event.dispute.amount_minor) == ("Fraud", 4200)
+    assert event.dispute.evidence_due_by == "2026-03-20T12:00:00+01:00"
+    assert event.gateway_reference == "8816178952380553"
 
 
 def test_capture_is_an_event_about_the_original_payment(verifier: AdyenWebhookVerifier) -> None:

@@ -14,9 +14,11 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from gateways.sandbox import SandboxWebhookVerifier
 from gateways.sandbox_server import SandboxConfig, create_sandbox_app
 from gateways.signing import verify
 from tests.support.webhook_recorder import WebhookRecorder
+from workflows.contract import DisputeState
 
 pytestmark = pytest.mark.unit
 
@@ -804,3 +806,82 @@ async def test_outage_refuses_every_charge_until_it_ends(sandbox: Sandbox) -> No
     response, _ = await sandbox.charge(key="key-outage")
     assert response.status_code == 200, response.text
     assert (await sandbox.stats())["charges_by_key"] == {"key-outage": 1}
+
+
+async def test_dispute_opens_on_a_succeeded_charge_with_a_signed_webhook(sandbox: Sandbox) -> None:
+    """Opening a dispute answers needs_response with the evidence due date; dispute.created is
+    signed and carries the charge's metadata, and the adapter's verifier reads it."""
+    charge = await sandbox.succeeded_charge()
+    before = int(time.time())
+    response = await sandbox.client.post(
+        f"/v1/charges/{charge['id']}/dispute",
+        json={"reason": "product_not_received", "evidence_due_in_seconds": 3600},
+    )
+    assert response.status_code == 200, response.text
+    dispute = response.json()
+    assert (dispute["status"], dispute["amount"], dispute["charge"]) == (
+        "needs_response",
+        1250,
+        charge["id"],
+    )
+    assert before + 3600 <= dispute["evidence_due_by"] <= int(time.time()) + 3600
+
+    webhook = await sandbox.recorder.wait_for_event(dispute["id"], "dispute.created")
+    verify(webhook.headers["sandbox-signature"], webhook.body, [WEBHOOK_SECRET], 60, time.time())
+    assert webhook.json()["data"]["metadata"] == {
+        "payment_id": "pay-1",
+        "workflow_id": "payment-demo-1",
+    }
+    [event] = SandboxWebhookVerifier([WEBHOOK_SECRET], 60).verify(webhook.headers, webhook.body)
+    assert event.dispute is not None
+    assert (event.dispute.dispute_reference, event.dispute.state) == (
+        dispute["id"],
+        DisputeState.NEEDS_RESPONSE,
+    )
+    assert event.dispute.reason == "product_not_received"
+    assert event.dispute.evidence_due_by is not None
+    assert (event.payment_id, event.gateway_reference) == ("pay-1", charge["id"])
+
+
+async def test_dispute_closes_once_won_or_lost(sandbox: Sandbox) -> None:
+    """Closing sends dispute.closed with the outcome; deciding again is 409 dispute_closed."""
+    charge = await sandbox.succeeded_charge()
+    dispute = (await sandbox.client.post(f"/v1/charges/{charge['id']}/dispute")).json()
+
+    closed = await sandbox.client.post(
+        f"/v1/disputes/{dispute['id']}/close", json={"outcome": "lost"}
+    )
+    again = await sandbox.client.post(
+        f"/v1/disputes/{dispute['id']}/close", json={"outcome": "won"}
+    )
+
+    assert (closed.status_code, closed.json()["status"]) == (200, "lost")
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "dispute_closed")
+    webhook = await sandbox.recorder.wait_for_event(dispute["id"], "dispute.closed")
+    assert webhook.json()["data"]["status"] == "lost"
+    read = await sandbox.client.get(f"/v1/disputes/{dispute['id']}")
+    assert read.json()["status"] == "lost"
+
+
+async def test_dispute_is_refused_on_an_unsettled_or_already_disputed_charge(
+    sandbox: Sandbox,
+) -> None:
+    """Only a succeeded charge can be disputed, once; a bad outcome is 400."""
+    _, pending = await sandbox.charge(payment_method="pm_sandbox_silent")
+    charge = await sandbox.succeeded_charge()
+    first = await sandbox.client.post(f"/v1/charges/{charge['id']}/dispute")
+
+    unsettled = await sandbox.client.post(f"/v1/charges/{pending['id']}/dispute")
+    twice = await sandbox.client.post(f"/v1/charges/{charge['id']}/dispute")
+    bad = await sandbox.client.post(
+        f"/v1/disputes/{first.json()['id']}/close", json={"outcome": "maybe"}
+    )
+    unknown = await sandbox.client.post("/v1/disputes/dp_nope/close", json={"outcome": "won"})
+
+    assert (unsettled.status_code, unsettled.json()["error"]["code"]) == (
+        409,
+        "charge_not_disputable",
+    )
+    assert (twice.status_code, twice.json()["error"]["code"]) == (409, "charge_already_disputed")
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "invalid_request")
+    assert unknown.status_code == 404

@@ -11,7 +11,16 @@ import stripe
 from gateways.base import WebhookRejected
 from gateways.stripe import StripeWebhookVerifier
 from tests.support.stripe_server import sign
-from workflows.contract import ChargeState, Failure, GatewayEvent, GatewayName
+from workflows.contract import (
+    ChargeState,
+    DisputeNotice,
+    DisputeState,
+    Failure,
+    GatewayEvent,
+    GatewayName,
+    RefundNotice,
+    RefundState,
+)
 
 SECRET = "whsec_unit_current"
 OLD_SECRET = "whsec_unit_previous"
@@ -171,14 +180,129 @@ def test_non_utf8_body_is_rejected() -> None:
     assert rejection(signed(body), body) == "bad_signature"
 
 
-@pytest.mark.parametrize(
-    "event_type",
-    ["charge.refunded", "charge.refund.updated", "charge.dispute.created", "customer.created"],
-)
+@pytest.mark.parametrize("event_type", ["customer.created", "charge.refunded"])
 def test_unhandled_event_types_are_acknowledged_and_ignored(event_type: str) -> None:
-    """Authentic events paytide does not handle yet map to no signals, and raise nothing."""
+    """Authentic events paytide does not handle (or a charge.refunded without its refund list)
+    map to no signals, and raise nothing."""
     body = event_body(event_type)
     assert verifier().verify(signed(body), body) == []
+
+
+def object_event(event_type: str, obj: dict[str, Any], event_id: str = "evt_unit_9") -> bytes:
+    event = {"id": event_id, "object": "event", "type": event_type, "created": NOW}
+    return json.dumps({**event, "data": {"object": obj}}).encode()
+
+
+def stripe_refund(**overrides: Any) -> dict[str, Any]:
+    return {
+        "id": "re_unit_1",
+        "object": "refund",
+        "amount": 1500,
+        "currency": "eur",
+        "status": "succeeded",
+        "payment_intent": "pi_unit_1",
+        "failure_reason": None,
+        "metadata": {"payment_id": "pay_unit_1", "refund_id": "ref_unit_1"},
+        **overrides,
+    }
+
+
+@pytest.mark.parametrize("event_type", ["refund.updated", "charge.refund.updated"])
+def test_refund_events_carry_our_refund_id_and_the_intent(event_type: str) -> None:
+    """A Refund object becomes a refund event: our refund id from metadata, Stripe's refund id,
+    the PaymentIntent as the charge reference, the amount in minor units."""
+    body = object_event(event_type, stripe_refund())
+    [event] = verifier().verify(signed(body), body)
+    assert event.refund == RefundNotice(
+        state=RefundState.SUCCEEDED,
+        refund_reference="re_unit_1",
+        refund_id="ref_unit_1",
+        amount_minor=1500,
+        currency="EUR",
+    )
+    assert (event.gateway_reference, event.payment_id) == ("pi_unit_1", "pay_unit_1")
+
+
+def test_failed_refund_event_carries_stripes_reason() -> None:
+    """refund.failed: FAILED with Stripe's failure_reason as the code."""
+    body = object_event(
+        "refund.failed", stripe_refund(status="failed", failure_reason="expired_or_canceled_card")
+    )
+    [event] = verifier().verify(signed(body), body)
+    assert event.refund is not None
+    assert event.refund.state is RefundState.FAILED
+    assert event.refund.failure is not None
+    assert event.refund.failure.code == "expired_or_canceled_card"
+
+
+def test_charge_refunded_yields_one_event_per_listed_refund() -> None:
+    """charge.refunded with its refund list: one event per refund, each with its own event id."""
+    charge = {
+        "id": "ch_unit_1",
+        "object": "charge",
+        "payment_intent": "pi_unit_1",
+        "refunds": {
+            "object": "list",
+            "data": [stripe_refund(), stripe_refund(id="re_unit_2", metadata={})],
+        },
+    }
+    body = object_event("charge.refunded", charge)
+    events = verifier().verify(signed(body), body)
+    assert [e.event_id for e in events] == ["evt_unit_9:re_unit_1", "evt_unit_9:re_unit_2"]
+    assert [e.refund.refund_reference for e in events if e.refund] == ["re_unit_1", "re_unit_2"]
+    assert {e.gateway_reference for e in events} == {"pi_unit_1"}
+
+
+def test_a_refund_event_without_a_readable_refund_is_rejected() -> None:
+    """A refund event whose status paytide cannot read is malformed (400), never a guess."""
+    body = object_event("refund.updated", stripe_refund(status="teleported"))
+    assert rejection(signed(body), body) == "malformed_payload"
+
+
+@pytest.mark.parametrize(
+    ("event_type", "status", "state"),
+    [
+        ("charge.dispute.created", "needs_response", DisputeState.NEEDS_RESPONSE),
+        ("charge.dispute.created", "warning_needs_response", DisputeState.NEEDS_RESPONSE),
+        ("charge.dispute.updated", "under_review", DisputeState.UNDER_REVIEW),
+        ("charge.dispute.closed", "won", DisputeState.WON),
+        ("charge.dispute.closed", "warning_closed", DisputeState.WON),
+        ("charge.dispute.closed", "lost", DisputeState.LOST),
+    ],
+)
+def test_dispute_events_map_stripes_statuses(
+    event_type: str, status: str, state: DisputeState
+) -> None:
+    """A Dispute object becomes a dispute event keyed by Stripe's dispute id, about the intent,
+    with the evidence due date as ISO 8601."""
+    dispute = {
+        "id": "dp_unit_1",
+        "object": "dispute",
+        "amount": 4200,
+        "currency": "eur",
+        "reason": "fraudulent",
+        "status": status,
+        "charge": "ch_unit_1",
+        "payment_intent": "pi_unit_1",
+        "evidence_details": {"due_by": NOW + 86400},
+    }
+    body = object_event(event_type, dispute)
+    [event] = verifier().verify(signed(body), body)
+    assert event.dispute == DisputeNotice(
+        dispute_reference="dp_unit_1",
+        state=state,
+        amount_minor=4200,
+        currency="EUR",
+        reason="fraudulent",
+        evidence_due_by="2025-06-16T15:06:40+00:00",
+    )
+    assert event.gateway_reference == "pi_unit_1"
+
+
+def test_a_dispute_event_with_an_unknown_status_is_rejected() -> None:
+    """A dispute status paytide does not know is malformed (400): a retry may bring a fix."""
+    body = object_event("charge.dispute.updated", {"id": "dp_1", "status": "mystery"})
+    assert rejection(signed(body), body) == "malformed_payload"
 
 
 @pytest.mark.parametrize(

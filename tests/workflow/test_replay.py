@@ -17,7 +17,7 @@ from temporalio import workflow
 # The sandbox re-imports this module for ChangedPaymentWorkflow: pass the rest through.
 with workflow.unsafe.imports_passed_through():
     from paytide.operator import load_history_file, replay_histories
-    from tests.histories.record import BRANCHES
+    from tests.histories.record import BRANCHES, REFUND_AND_DISPUTE
     from workflows.contract import PaymentInput, PaymentView, RiskAssessment
     from workflows.payment import PaymentWorkflow
 
@@ -64,8 +64,9 @@ def recorded() -> list[Path]:
 
 
 def test_every_branch_has_a_recorded_history() -> None:
-    """Each branch the recorder knows has its JSON file, so none is silently left out."""
-    assert sorted(path.stem for path in current()) == sorted(BRANCHES)
+    """Each branch the recorder knows (payment, refund, dispute) has its JSON file, so none is
+    silently left out."""
+    assert sorted(path.stem for path in current()) == sorted([*BRANCHES, *REFUND_AND_DISPUTE])
 
 
 def test_histories_from_before_the_admission_patch_are_kept() -> None:
@@ -73,7 +74,7 @@ def test_histories_from_before_the_admission_patch_are_kept() -> None:
     assert sorted(path.stem for path in BEFORE_ADMISSION.glob("*.json")) == sorted(BRANCHES)
     # A patch is a marker named core_patch (its id is inside an encoded payload).
     marker = '"markerName": "core_patch"'
-    assert all(marker in path.read_text() for path in current())
+    assert all(marker in (HISTORIES / f"{branch}.json").read_text() for branch in BRANCHES)
     assert not any(marker in path.read_text() for path in BEFORE_ADMISSION.glob("*.json"))
 
 
