@@ -13,7 +13,12 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedError
+from temporalio.client import (
+    WithStartWorkflowOperation,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -419,13 +424,27 @@ async def _optional_body(request: Request, state: ApiState) -> Any:
 
 async def operate(
     state: ApiState, row: Payment, update: Any, argument: Any, not_allowed: str
-) -> PaymentView:
-    """Run an update on a payment's workflow; a closed workflow is answered from the ledger."""
+) -> PaymentView | None:
+    """Run an update on a payment's workflow; a closed workflow is answered from the ledger.
+
+    None when the workflow has not answered within the API's wait (``PAYTIDE_INITIATE_WAIT``):
+    a cancel or capture may wait for the gateway for minutes, and an HTTP request must not. The
+    update goes on in the workflow; the caller answers 202 and the client reads the payment."""
     if PaymentStatus(row.status) in CLOSED_STATUSES:
         raise ApiError(409, not_allowed, f"payment is already {row.status}")
     handle = state.temporal.get_workflow_handle(row.workflow_id)
+
+    async def run() -> PaymentView:
+        started = await handle.start_update(
+            update, argument, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+        )
+        view: PaymentView = await started.result()
+        return view
+
     try:
-        view: PaymentView = await handle.execute_update(update, argument)
+        return await asyncio.wait_for(run(), timeout=state.settings.initiate_wait)
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+        return None
     except WorkflowUpdateFailedError as error:
         raise _from_update_failure(error) from None
     except RPCError as error:
@@ -433,7 +452,15 @@ async def operate(
             raise
         # The workflow ended between our ledger read and the update.
         raise ApiError(409, not_allowed, "payment has already ended") from None
-    return view
+
+
+def still_working(row: Payment) -> JSONResponse:
+    """202: the request was handed to the payment's workflow, which has not finished it yet."""
+    return JSONResponse(
+        public_payment(ledger.to_view(row)),
+        status_code=202,
+        headers={"Location": f"/payments/{row.id}"},
+    )
 
 
 async def cancel_payment(request: Request) -> Response:
@@ -447,6 +474,8 @@ async def cancel_payment(request: Request) -> Response:
         CancelPayment(reason=body.reason),
         "payment_not_cancelable",
     )
+    if view is None:
+        return still_working(row)
     if view.status is not PaymentStatus.CANCELED:
         raise ApiError(
             409,
@@ -468,5 +497,7 @@ async def capture_payment(request: Request) -> Response:
         CapturePayment(amount_minor=body.amount),
         "payment_not_capturable",
     )
+    if view is None:
+        return still_working(row)
     # A capture the gateway refused is an outcome: the payment says failed, with the reason.
     return JSONResponse(public_payment(view))

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from api.auth import require_operator, state_of
 from api.body import read_json, validate
 from api.errors import ApiError
-from api.payments import operate, query_int
+from api.payments import operate, query_int, still_working
 from api.schemas import ReviewBody
 from ledger import payments as ledger
 from ledger.engine import transaction
@@ -58,4 +58,6 @@ async def review_payment(request: Request) -> Response:
         verdict=ReviewVerdict(body.decision), reviewer=body.reviewer, reason=body.reason
     )
     view = await operate(state, row, PaymentWorkflow.review, decision, "payment_not_in_review")
+    if view is None:
+        return still_working(row)
     return JSONResponse(public_payment(view))

@@ -61,5 +61,5 @@ def test_operations_without_a_key_are_exactly_the_public_paths() -> None:
     keyless = {
         path for path, ops in spec["paths"].items() for op in ops.values() if "security" not in op
     }
-    assert keyless == {path for path, _ in {(op.path, op) for op in OPERATIONS} if is_public(path)}
+    assert keyless == {op.path for op in OPERATIONS if is_public(op.path)}
     assert all(is_public(op.path) == op.public for op in OPERATIONS)
