@@ -62,12 +62,18 @@ async def _history_shape(client: Client, workflow: str) -> dict[str, Any]:
     """Events, workflow tasks, activities and markers of one finished workflow."""
     history = await client.get_workflow_handle(workflow).fetch_history()
     kinds = Counter(EventType.Name(event.event_type) for event in history.events)
+    markers = Counter(
+        event.marker_recorded_event_attributes.marker_name
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    )
     return {
         "workflow_id": workflow,
         "events": len(history.events),
         "workflow_tasks": kinds["EVENT_TYPE_WORKFLOW_TASK_COMPLETED"],
         "activities": kinds["EVENT_TYPE_ACTIVITY_TASK_SCHEDULED"],
-        "local_activities": kinds["EVENT_TYPE_MARKER_RECORDED"],
+        "local_activities": markers["core_local_activity"],
+        "other_markers": sum(markers.values()) - markers["core_local_activity"],
         "timers": kinds["EVENT_TYPE_TIMER_STARTED"],
         "signals": kinds["EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED"],
         "search_attribute_upserts": kinds["EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES"],
