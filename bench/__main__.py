@@ -26,13 +26,14 @@ from typing import Any
 import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from api.idempotency import workflow_id
 from bench import load
 from bench.engine import bare_payment
 from bench.payments import http_payment
 from bench.phase import Phase, load_average, measure
-from bench.report import document, table
+from bench.report import breakdown, document, table
 from bench.stack import RunningStack, local_stack, postgres_database
 from bench.watch import Watch
 from paytide.settings import Settings
@@ -59,14 +60,26 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _history_shape(client: Client, workflow: str) -> dict[str, Any]:
-    """Events, workflow tasks, activities and markers of one finished workflow."""
-    history = await client.get_workflow_handle(workflow).fetch_history()
+    """Events, workflow tasks, activities and markers of one finished workflow, and when each
+    event happened."""
+    try:
+        history = await client.get_workflow_handle(workflow).fetch_history()
+    except RPCError as error:
+        return {"workflow_id": workflow, "error": str(error)}
     kinds = Counter(EventType.Name(event.event_type) for event in history.events)
     markers = Counter(
         event.marker_recorded_event_attributes.marker_name
         for event in history.events
         if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
     )
+    first = history.events[0].event_time.ToDatetime()
+    timeline = []
+    for event in history.events:
+        name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            name += " " + event.activity_task_scheduled_event_attributes.activity_type.name
+        at = (event.event_time.ToDatetime() - first).total_seconds() * 1000
+        timeline.append([round(at, 1), name])
     return {
         "workflow_id": workflow,
         "events": len(history.events),
@@ -77,6 +90,7 @@ async def _history_shape(client: Client, workflow: str) -> dict[str, Any]:
         "timers": kinds["EVENT_TYPE_TIMER_STARTED"],
         "signals": kinds["EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED"],
         "search_attribute_upserts": kinds["EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES"],
+        "timeline_ms": timeline,
     }
 
 
@@ -87,7 +101,8 @@ async def _run(
         Settings(temporal_address=stack.temporal_address, temporal_namespace=stack.namespace)
     )
     phases: list[Phase] = []
-    bare = bare_payment(temporal)
+    bare_ids: list[str] = []
+    bare = bare_payment(temporal, bare_ids)
     print(
         "engine baseline (bare workflow, same shape, same server and worker settings)", flush=True
     )
@@ -129,17 +144,13 @@ async def _run(
         )
         phases += [saturated, fixed]
 
+    # The last payment of each sequential phase: nothing else competed with it.
     history: dict[str, Any] = {}
-    bare_ids = [
-        e
-        async for e in temporal.list_workflows(
-            "WorkflowType = 'BareWorkflow' AND ExecutionStatus = 'Completed'", limit=1
-        )
-    ]
-    if bare_ids:
-        history["engine"] = await _history_shape(temporal, bare_ids[0].id)
-    if keys:
-        history["paytide"] = await _history_shape(temporal, workflow_id(DEMO_MERCHANT, keys[0]))
+    if bare_ids[: args.sequential + WARM_UP]:
+        history["engine"] = await _history_shape(temporal, bare_ids[args.sequential + WARM_UP - 1])
+    if keys[: args.sequential + WARM_UP]:
+        last = workflow_id(DEMO_MERCHANT, keys[args.sequential + WARM_UP - 1])
+        history["paytide"] = await _history_shape(temporal, last)
     return phases, history
 
 
@@ -184,15 +195,18 @@ def main() -> None:
             if time.monotonic() > deadline:
                 raise SystemExit("the bare worker did not start")
             time.sleep(0.2)
-        watch = Watch.of_dev(stack.dev_pid, {"bare_worker": stack.bare_worker_pid})
+        watch = Watch.of_dev(
+            stack.dev_pid, {"bare_worker": stack.bare_worker_pid}, solo={"bench": os.getpid()}
+        )
         missing = {"temporal", "worker", "api", "sandbox"} - set(watch.roots)
         if missing:
             raise SystemExit(f"could not find these services under paytide dev: {sorted(missing)}")
         phases, history = asyncio.run(_run(args, stack, watch))
     print()
     print(table(phases))
+    print("one sequential payment's history (task: wait+run ms):")
     for system, shape in history.items():
-        print(f"history of one {system} payment: {shape}")
+        print(f"  {system}: {breakdown(shape)}")
     if args.json:
         args.json.write_text(json.dumps(document(phases, setup=setup, history=history), indent=2))
         print(f"figures written to {args.json}")

@@ -13,9 +13,13 @@ from bench.load import One
 from bench.phase import Phase
 
 
-def bare_payment(client: Client) -> One:
+def bare_payment(client: Client, ids: list[str] | None = None) -> One:
+    """``ids`` collects the workflow ids started, in order, to read a history afterwards."""
+
     async def one(phase: Phase) -> None:
         payment_id = f"bare_{uuid.uuid4().hex}"
+        if ids is not None:
+            ids.append(payment_id)
         start = WithStartWorkflowOperation(
             BareWorkflow.run,
             BareInput(payment_id=payment_id),

@@ -19,7 +19,7 @@ FINAL_OTHER = frozenset({"failed", "blocked", "canceled", "conflicted", "needs_a
 
 
 def http_payment(client: httpx.AsyncClient, ids: list[str] | None = None) -> One:
-    """``ids`` collects the Idempotency-Keys used, to find a payment's history afterwards."""
+    """``ids`` collects the Idempotency-Keys used, in order, to find a payment's history."""
 
     async def one(phase: Phase) -> None:
         key = uuid.uuid4().hex
@@ -30,6 +30,8 @@ def http_payment(client: httpx.AsyncClient, ids: list[str] | None = None) -> One
             "order_id": uuid.uuid4().hex,
             "payment_method": "pm_sandbox_ok",
         }
+        if ids is not None:
+            ids.append(key)
         started = time.perf_counter()
         try:
             response = await client.post("/payments", json=body, headers={"Idempotency-Key": key})
@@ -37,8 +39,6 @@ def http_payment(client: httpx.AsyncClient, ids: list[str] | None = None) -> One
                 phase.errors += 1
                 return
             phase.first_ms.append((time.perf_counter() - started) * 1000)
-            if ids is not None:
-                ids.append(key)
             payment_id = response.json()["id"]
             status = response.json().get("status")
             while status != "succeeded":

@@ -9,7 +9,7 @@ from typing import Any
 from bench.phase import Phase
 from bench.stats import summarize
 
-SERVICES = ("temporal", "worker", "api", "sandbox", "bare_worker")
+SERVICES = ("temporal", "worker", "api", "sandbox", "bare_worker", "bench")
 
 
 def _ms(value: float | None) -> str:
@@ -115,3 +115,45 @@ def document(
             for p in phases
         },
     }
+
+
+def task_steps(timeline: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    """Each workflow task and activity of one history: how long it waited to be picked up
+    (scheduled → started) and how long it ran (started → completed), in history order.
+
+    ``timeline`` is ``[ms since start, event name]`` per event, as ``python -m bench`` records it.
+    """
+    steps: list[dict[str, Any]] = []
+    open_steps: dict[str, dict[str, Any]] = {}
+    for at, name in timeline:
+        kind, _, rest = str(name).partition("_TASK_")
+        if kind not in ("WORKFLOW", "ACTIVITY") or not rest:
+            continue
+        stage, _, activity = rest.partition(" ")
+        if stage == "SCHEDULED":
+            step = {"step": activity or "workflow task", "scheduled": at}
+            open_steps[kind] = step
+            steps.append(step)
+        elif stage == "STARTED" and kind in open_steps:
+            open_steps[kind]["started"] = at
+        elif stage == "COMPLETED" and kind in open_steps:
+            step = open_steps.pop(kind)
+            step["wait_ms"] = round(step.pop("started", at) - step["scheduled"], 1)
+            step["run_ms"] = round(at - step["scheduled"] - step["wait_ms"], 1)
+            step["at_ms"] = step.pop("scheduled")
+    return [s for s in steps if "run_ms" in s]
+
+
+def breakdown(history: dict[str, Any]) -> str:
+    """One line: each task's wait+run in ms, and when the update (the API's answer) returned."""
+    timeline = history.get("timeline_ms", [])
+    parts = [f"{s['step']} {s['wait_ms']:.0f}+{s['run_ms']:.0f}" for s in task_steps(timeline)]
+    answered = next(
+        (at for at, name in timeline if name == "WORKFLOW_EXECUTION_UPDATE_COMPLETED"), None
+    )
+    end = timeline[-1][0] if timeline else None
+    return (
+        f"{history.get('events', '?')} events; "
+        + ", ".join(parts)
+        + f"; update returned at {answered} ms, workflow closed at {end} ms"
+    )

@@ -19,11 +19,15 @@ class Watch:
     """Services by name with their root pid; figures cover each root's whole subtree."""
 
     roots: Mapping[str, int]
+    # Measured without their children (the benchmark's own process is the stack's ancestor).
+    solo: Mapping[str, int] = field(default_factory=dict)
     _cpu_at_start: dict[str, float] = field(default_factory=dict)
     _peak_kib: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def of_dev(cls, dev_pid: int, extra: Mapping[str, int]) -> Watch:
+    def of_dev(
+        cls, dev_pid: int, extra: Mapping[str, int], solo: Mapping[str, int] | None = None
+    ) -> Watch:
         """The services `paytide dev` (``dev_pid``) started, found in its process tree."""
         stats = procstat.all_stats()
         roots = {
@@ -31,14 +35,15 @@ class Watch:
             for stat in stats.values()
             if stat.ppid == dev_pid and (name := procstat.service_of(procstat.cmdline(stat.pid)))
         }
-        return cls(roots={**roots, **extra})
+        return cls(roots={**roots, **extra}, solo=dict(solo or {}))
 
     def _usage(self) -> dict[str, procstat.Usage]:
         stats = procstat.all_stats()
-        return {
+        trees = {
             name: procstat.usage(procstat.descendants(pid, stats), stats)
             for name, pid in self.roots.items()
         }
+        return trees | {name: procstat.usage([pid], stats) for name, pid in self.solo.items()}
 
     def begin(self) -> None:
         self._cpu_at_start = {name: u.cpu_seconds for name, u in self._usage().items()}

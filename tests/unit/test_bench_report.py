@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 
 from bench.phase import Phase
-from bench.report import document, phase_record, table, throughput_ratio
+from bench.report import (
+    breakdown,
+    document,
+    phase_record,
+    table,
+    task_steps,
+    throughput_ratio,
+)
 from bench.watch import ServiceFigures
 
 
@@ -99,3 +106,37 @@ def test_json_document_round_trips_with_raw_latencies() -> None:
         "first": [150.0, 250.0],
         "succeeded": [300.0, 400.0],
     }
+
+
+TIMELINE = [
+    [0.0, "WORKFLOW_EXECUTION_STARTED"],
+    [0.1, "WORKFLOW_TASK_SCHEDULED"],
+    [5.0, "WORKFLOW_TASK_STARTED"],
+    [55.0, "WORKFLOW_TASK_COMPLETED"],
+    [56.6, "MARKER_RECORDED"],
+    [61.7, "ACTIVITY_TASK_SCHEDULED charge_payment"],
+    [61.8, "ACTIVITY_TASK_STARTED"],
+    [79.3, "ACTIVITY_TASK_COMPLETED"],
+    [79.3, "WORKFLOW_TASK_SCHEDULED"],
+    [82.0, "WORKFLOW_TASK_STARTED"],
+    [109.9, "WORKFLOW_TASK_COMPLETED"],
+    [110.9, "WORKFLOW_EXECUTION_UPDATE_COMPLETED"],
+    [120.0, "WORKFLOW_EXECUTION_COMPLETED"],
+]
+
+
+def test_task_steps_split_each_task_into_wait_and_run() -> None:
+    """Workflow tasks and activities come out in order with their queue wait and run time."""
+    steps = task_steps(TIMELINE)
+    assert [(s["step"], s["wait_ms"], s["run_ms"]) for s in steps] == [
+        ("workflow task", 4.9, 50.0),
+        ("charge_payment", 0.1, 17.5),
+        ("workflow task", 2.7, 27.9),
+    ]
+
+
+def test_breakdown_names_when_the_update_returned() -> None:
+    """The one-line breakdown lists the tasks and the time the API's update returned."""
+    line = breakdown({"events": 13, "timeline_ms": TIMELINE})
+    assert line.startswith("13 events; workflow task 5+50, charge_payment 0+18")
+    assert "update returned at 110.9 ms, workflow closed at 120.0 ms" in line
