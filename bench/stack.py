@@ -48,8 +48,14 @@ def _free_port() -> int:
 def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for the ledger, dropped afterwards; yields its URL."""
     name = f"paytide_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with psycopg.connect(POSTGRES, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as error:
+        raise SystemExit(
+            f"--ledger postgres needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth): "
+            f"{error}. Start it, or use --ledger sqlite."
+        ) from None
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from bench import load
 from bench.phase import Phase
 
@@ -30,15 +32,13 @@ async def test_closed_loop_uses_every_client_and_stops() -> None:
     clients: set[int] = set()
 
     async def one(phase: Phase) -> None:
-        import asyncio
-
         task = asyncio.current_task()
         assert task is not None
         clients.add(id(task))
         phase.settle_ms.append(0.0)
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.01)
 
     phase = Phase("paytide", "saturation", clients=3)
-    await load.closed_loop(one, phase, 0.02)
+    await load.closed_loop(one, phase, 0.3)
     assert len(clients) == 3
     assert len(phase.settle_ms) >= 3

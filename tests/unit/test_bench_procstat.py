@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,24 +16,26 @@ from bench.watch import Watch
 
 
 @pytest.fixture
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    """A child whose command line reads like `python -m paytide worker`."""
-    child = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; print(1, flush=True); time.sleep(60)",
-            "paytide",
-            "worker",
-        ],
-        stdout=subprocess.PIPE,
+def fake_dev() -> Iterator[tuple[int, int]]:
+    """A process standing for `paytide dev`, with one child whose command line reads like
+    `python -m paytide worker`; yields both pids."""
+    child_code = "import time; print(1, flush=True); time.sleep(60)"
+    parent_code = (
+        "import subprocess, sys; "
+        f"subprocess.Popen([sys.executable, '-c', {child_code!r}, 'paytide', 'worker']).wait()"
     )
-    assert child.stdout is not None
-    child.stdout.readline()  # started: its interpreter is loaded
-    yield child
-    child.kill()
-    child.wait()
-    child.stdout.close()
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE)
+    assert parent.stdout is not None
+    parent.stdout.readline()  # the child has started and inherited this pipe
+    children = [s.pid for s in procstat.all_stats().values() if s.ppid == parent.pid]
+    try:
+        assert len(children) == 1
+        yield parent.pid, children[0]
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+        parent.wait()
+        parent.stdout.close()
 
 
 def test_stat_of_this_process_names_it_and_its_parent() -> None:
@@ -61,11 +64,12 @@ def test_status_of_this_process_has_a_resident_set_and_its_peak() -> None:
     assert procstat.parse_status_kib(text, "NoSuchKey") is None
 
 
-def test_descendants_include_a_child_process(sleeper: subprocess.Popen[bytes]) -> None:
-    """Walking the tree from this process finds the child it started, after this process."""
+def test_descendants_include_children_and_grandchildren(fake_dev: tuple[int, int]) -> None:
+    """Walking the real tree from this process finds its child and grandchild, in that order."""
+    parent, child = fake_dev
     found = procstat.descendants(os.getpid(), procstat.all_stats())
     assert found[0] == os.getpid()
-    assert sleeper.pid in found
+    assert found.index(parent) < found.index(child)
 
 
 def test_descendants_of_a_synthetic_tree() -> None:
@@ -95,13 +99,16 @@ def test_service_of_a_command_line(argv: list[str], service: str | None) -> None
 
 
 def test_watch_finds_a_service_below_its_parent_and_measures_it(
-    sleeper: subprocess.Popen[bytes],
+    fake_dev: tuple[int, int],
 ) -> None:
-    """Watch finds the `paytide worker`-like child of this process and reports its peak RSS."""
-    watch = Watch.of_dev(os.getpid(), {"self": os.getpid()})
-    assert watch.roots == {"worker": sleeper.pid, "self": os.getpid()}
+    """Watch finds the `paytide worker`-like child of the fake `paytide dev` and reports its
+    peak RSS; this process, watched alone, is measured without its children."""
+    parent, child = fake_dev
+    watch = Watch.of_dev(parent, {}, solo={"self": os.getpid()})
+    assert watch.roots == {"worker": child}
     watch.begin()
     figures = watch.end()
+    assert set(figures) == {"worker", "self"}
     assert figures["worker"].peak_rss_mib > 1
     assert figures["self"].peak_rss_mib > 1
     assert figures["worker"].cpu_seconds >= 0
