@@ -146,11 +146,11 @@ async def _run(
 
     # The last payment of each sequential phase: nothing else competed with it.
     history: dict[str, Any] = {}
-    if bare_ids[: args.sequential + WARM_UP]:
-        history["engine"] = await _history_shape(temporal, bare_ids[args.sequential + WARM_UP - 1])
-    if keys[: args.sequential + WARM_UP]:
-        last = workflow_id(DEMO_MERCHANT, keys[args.sequential + WARM_UP - 1])
-        history["paytide"] = await _history_shape(temporal, last)
+    last = args.sequential + WARM_UP - 1
+    if len(bare_ids) > last:
+        history["engine"] = await _history_shape(temporal, bare_ids[last])
+    if len(keys) > last:
+        history["paytide"] = await _history_shape(temporal, workflow_id(DEMO_MERCHANT, keys[last]))
     return phases, history
 
 
@@ -193,7 +193,8 @@ def main() -> None:
         deadline = time.monotonic() + 60
         while b"polling" not in (stack.state_dir / "bare_worker.out").read_bytes():
             if time.monotonic() > deadline:
-                raise SystemExit("the bare worker did not start")
+                output = (stack.state_dir / "bare_worker.out").read_text(errors="replace")
+                raise SystemExit(f"the bare worker did not start:\n{output[-2000:]}")
             time.sleep(0.2)
         watch = Watch.of_dev(
             stack.dev_pid, {"bare_worker": stack.bare_worker_pid}, solo={"bench": os.getpid()}

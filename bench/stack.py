@@ -97,6 +97,7 @@ def local_stack(*, temporal_db: str, database_url: str) -> Iterator[RunningStack
     )
     if database_url:
         env["PAYTIDE_DATABASE_URL"] = database_url
+    print(f"starting paytide dev in {state} …", flush=True)
     output = (state / "dev.out").open("wb")
     dev = subprocess.Popen(
         [sys.executable, "-m", "paytide", "dev", "--no-demo"],
