@@ -1,11 +1,13 @@
-"""``python -m bench``: payments through the HTTP API of a real local stack, with figures.
+"""``python -m bench``: paytide against its own engine's limit, in one run.
 
-Starts ``paytide dev`` on free ports with a throw-away state folder (or attaches to a running
-API with ``--api``), then measures:
-  1. sequential: one client, one payment at a time (POST latency = initiation latency);
-  2. concurrent: N clients in a closed loop for a fixed time (throughput).
-For each phase: POST /payments p50/p95/p99, time until the payment reads ``succeeded``,
-payments per second and errors. ``--json FILE`` writes the same figures.
+Starts ``paytide dev`` on free ports (Temporal dev server in memory or in a SQLite file; ledger
+on SQLite or on a fresh PostgreSQL database) and, on the same dev server, a worker for a bare
+workflow of the same shape as a payment. Then:
+  1. engine baseline: the bare workflow, sequential and saturated (closed loop);
+  2. paytide over HTTP with the sandbox gateway: sequential, saturated (closed loop), and a
+     fixed rate at half the saturated rate (open loop).
+Prints latency, throughput, CPU and peak RSS per process, and paytide ÷ baseline throughput;
+``--json FILE`` writes the same.
 """
 
 from __future__ import annotations
@@ -14,206 +16,201 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections import Counter
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import httpx
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from api.idempotency import workflow_id
+from bench import load
+from bench.engine import bare_payment
+from bench.payments import http_payment
+from bench.phase import Phase, load_average, measure
+from bench.report import breakdown, document, table
+from bench.stack import RunningStack, local_stack, postgres_database
+from bench.watch import Watch
+from paytide.settings import Settings
+from paytide.temporal import connect
+
+WARM_UP = 5
+DEMO_MERCHANT = "demo"
 
 
-@dataclass
-class Phase:
-    name: str
-    post_ms: list[float] = field(default_factory=list)
-    settle_ms: list[float] = field(default_factory=list)
-    errors: int = 0
-    seconds: float = 0.0
-
-    def summary(self) -> dict[str, float | int | str]:
-        return {
-            "phase": self.name,
-            "payments": len(self.post_ms),
-            "errors": self.errors,
-            "post_p50_ms": _pct(self.post_ms, 50),
-            "post_p95_ms": _pct(self.post_ms, 95),
-            "post_p99_ms": _pct(self.post_ms, 99),
-            "settle_p50_ms": _pct(self.settle_ms, 50),
-            "settle_p95_ms": _pct(self.settle_ms, 95),
-            "payments_per_s": round(len(self.post_ms) / self.seconds, 1) if self.seconds else 0,
-        }
-
-
-def _pct(values: list[float], pct: int) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
-    return round(ordered[index], 1)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def local_stack() -> Iterator[tuple[str, str]]:
-    """`paytide dev` on free ports in a temporary state folder; yields the API URL and the demo
-    merchant's API key it prints."""
-    state = Path(tempfile.mkdtemp(prefix="paytide-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYTIDE_")}
-    api_port = _free_port()
-    env.update(
-        {
-            "PAYTIDE_STATE_DIR": str(state),
-            "PAYTIDE_TEMPORAL_ADDRESS": f"127.0.0.1:{_free_port()}",
-            "PAYTIDE_TEMPORAL_UI_PORT": str(_free_port()),
-            "PAYTIDE_API_PORT": str(api_port),
-            "PAYTIDE_SANDBOX_PORT": str(_free_port()),
-            "PAYTIDE_SANDBOX_WEBHOOK_DELAY": "0",
-            "PAYTIDE_LOG_LEVEL": "WARNING",
-            # The benchmark is one merchant polling hard; the per-key limit would measure itself.
-            "PAYTIDE_RATE_LIMIT_PER_SECOND": "1000000",
-            "PAYTIDE_RATE_LIMIT_BURST": "1000000",
-        }
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--temporal-db", choices=["file", "memory"], default="file")
+    parser.add_argument("--ledger", choices=["sqlite", "postgres"], default="postgres")
+    parser.add_argument(
+        "--sequential", type=int, default=50, help="payments in each sequential phase"
     )
-    print(f"starting the local stack in {state} …", flush=True)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "paytide", "dev", "--no-demo"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    parser.add_argument("--clients", type=int, default=8, help="clients in each saturation phase")
+    parser.add_argument("--seconds", type=float, default=20, help="length of each timed phase")
+    parser.add_argument(
+        "--rate", type=float, help="fixed-rate phase: payments/s (default: half of saturation)"
     )
-    assert process.stdout is not None
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    return parser
+
+
+async def _history_shape(client: Client, workflow: str) -> dict[str, Any]:
+    """Events, workflow tasks, activities and markers of one finished workflow, and when each
+    event happened."""
     try:
-        api_key = ""
-        for line in process.stdout:
-            if line.strip().startswith("API key"):
-                api_key = line.split()[2]
-            if "Press Ctrl-C" in line:
-                break
-            if process.poll() is not None:
-                raise SystemExit(f"paytide dev failed to start; logs in {state}/logs")
-        if not api_key:
-            raise SystemExit("paytide dev printed no API key")
-        print("stack ready", flush=True)
-        yield f"http://127.0.0.1:{api_port}", api_key
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
-        process.stdout.close()
-
-
-async def _one(client: httpx.AsyncClient, phase: Phase) -> None:
-    body = {
-        "amount": 1999,
-        "currency": "USD",
-        "customer_id": f"cus_{uuid.uuid4().hex[:10]}",
-        "order_id": uuid.uuid4().hex,
-        "payment_method": "pm_sandbox_ok",
+        history = await client.get_workflow_handle(workflow).fetch_history()
+    except RPCError as error:
+        return {"workflow_id": workflow, "error": str(error)}
+    kinds = Counter(EventType.Name(event.event_type) for event in history.events)
+    markers = Counter(
+        event.marker_recorded_event_attributes.marker_name
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    )
+    first = history.events[0].event_time.ToDatetime()
+    timeline = []
+    for event in history.events:
+        name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            name += " " + event.activity_task_scheduled_event_attributes.activity_type.name
+        at = (event.event_time.ToDatetime() - first).total_seconds() * 1000
+        timeline.append([round(at, 1), name])
+    return {
+        "workflow_id": workflow,
+        "events": len(history.events),
+        "workflow_tasks": kinds["EVENT_TYPE_WORKFLOW_TASK_COMPLETED"],
+        "activities": kinds["EVENT_TYPE_ACTIVITY_TASK_SCHEDULED"],
+        "local_activities": markers["core_local_activity"],
+        "other_markers": sum(markers.values()) - markers["core_local_activity"],
+        "timers": kinds["EVENT_TYPE_TIMER_STARTED"],
+        "signals": kinds["EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED"],
+        "search_attribute_upserts": kinds["EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES"],
+        "timeline_ms": timeline,
     }
-    started = time.perf_counter()
-    try:
-        response = await client.post(
-            "/payments", json=body, headers={"Idempotency-Key": uuid.uuid4().hex}
+
+
+async def _run(
+    args: argparse.Namespace, stack: RunningStack, watch: Watch
+) -> tuple[list[Phase], dict[str, Any]]:
+    temporal = await connect(
+        Settings(temporal_address=stack.temporal_address, temporal_namespace=stack.namespace)
+    )
+    phases: list[Phase] = []
+    bare_ids: list[str] = []
+    bare = bare_payment(temporal, bare_ids)
+    print(
+        "engine baseline (bare workflow, same shape, same server and worker settings)", flush=True
+    )
+    await load.sequential(bare, Phase("engine", "warm-up"), WARM_UP)
+    phases.append(
+        await measure(
+            p := Phase("engine", "sequential"), load.sequential(bare, p, args.sequential), watch
         )
-    except httpx.HTTPError:
-        phase.errors += 1
-        return
-    phase.post_ms.append((time.perf_counter() - started) * 1000)
-    if response.status_code not in (200, 201, 202):
-        phase.errors += 1
-        return
-    payment_id = response.json()["id"]
-    while time.perf_counter() - started < 30:
-        status = (await client.get(f"/payments/{payment_id}")).json().get("status")
-        if status == "succeeded":
-            phase.settle_ms.append((time.perf_counter() - started) * 1000)
-            return
-        if status in ("failed", "blocked", "canceled"):
-            phase.errors += 1
-            return
-        await asyncio.sleep(0.02)
-    phase.errors += 1
+    )
+    phases.append(
+        await measure(
+            p := Phase("engine", "saturation", clients=args.clients),
+            load.closed_loop(bare, p, args.seconds),
+            watch,
+        )
+    )
+
+    keys: list[str] = []
+    headers = {"Authorization": f"Bearer {stack.api_key}"}
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30, headers=headers) as http:
+        pay = http_payment(http, keys)
+        print("paytide over HTTP (sandbox gateway, webhook delay 0)", flush=True)
+        await load.sequential(pay, Phase("paytide", "warm-up"), WARM_UP)
+        phases.append(
+            await measure(
+                p := Phase("paytide", "sequential"), load.sequential(pay, p, args.sequential), watch
+            )
+        )
+        saturated = await measure(
+            p := Phase("paytide", "saturation", clients=args.clients),
+            load.closed_loop(pay, p, args.seconds),
+            watch,
+        )
+        rate = args.rate or max(0.5, round(saturated.per_second / 2, 1))
+        fixed = await measure(
+            p := Phase("paytide", "fixed-rate", target_rate=rate),
+            load.fixed_rate(pay, p, args.seconds),
+            watch,
+        )
+        phases += [saturated, fixed]
+
+    # The last payment of each sequential phase: nothing else competed with it.
+    history: dict[str, Any] = {}
+    last = args.sequential + WARM_UP - 1
+    if len(bare_ids) > last:
+        history["engine"] = await _history_shape(temporal, bare_ids[last])
+    if len(keys) > last:
+        history["paytide"] = await _history_shape(temporal, workflow_id(DEMO_MERCHANT, keys[last]))
+    return phases, history
 
 
-def _auth(api_key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"}
-
-
-async def sequential(api: str, api_key: str, count: int) -> Phase:
-    phase = Phase("sequential")
-    async with httpx.AsyncClient(base_url=api, timeout=30, headers=_auth(api_key)) as client:
-        await _one(client, Phase("warm-up"))
-        started = time.perf_counter()
-        for index in range(count):
-            await _one(client, phase)
-            print(f"\r  sequential {index + 1}/{count}", end="", flush=True)
-        phase.seconds = time.perf_counter() - started
-    print(flush=True)
-    return phase
-
-
-async def concurrent(api: str, api_key: str, clients: int, seconds: float) -> Phase:
-    phase = Phase(f"concurrent x{clients}")
-    deadline = time.perf_counter() + seconds
-
-    async def loop(client: httpx.AsyncClient) -> None:
-        while time.perf_counter() < deadline:
-            await _one(client, phase)
-
-    async with httpx.AsyncClient(base_url=api, timeout=30, headers=_auth(api_key)) as client:
-        started = time.perf_counter()
-        runners = [asyncio.create_task(loop(client)) for _ in range(clients)]
-        while not all(r.done() for r in runners):
-            print(f"\r  concurrent: {len(phase.post_ms)} payments", end="", flush=True)
-            await asyncio.sleep(0.5)
-        phase.seconds = time.perf_counter() - started
-    print(flush=True)
-    return phase
+def _machine() -> dict[str, Any]:
+    mem_kib = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "memory_mib": mem_kib // 1024,
+        "load_average_1m_at_start": load_average(),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--api", help="attach to this API instead of starting a stack")
-    parser.add_argument("--api-key", help="with --api: a merchant's API key (pt_…)")
-    parser.add_argument("--sequential", type=int, default=100, help="payments, one at a time")
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
-    parser.add_argument("--seconds", type=float, default=20, help="length of the concurrent phase")
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    args = parser.parse_args()
-
-    async def run(api: str, api_key: str) -> list[Phase]:
-        return [
-            await sequential(api, api_key, args.sequential),
-            await concurrent(api, api_key, args.clients, args.seconds),
-        ]
-
-    if args.api:
-        if not args.api_key:
-            parser.error("--api needs --api-key")
-        phases = asyncio.run(run(args.api, args.api_key))
-    else:
-        with local_stack() as (api, api_key):
-            phases = asyncio.run(run(api, api_key))
-    rows = [phase.summary() for phase in phases]
-    columns = list(rows[0])
-    print(" | ".join(f"{c:>14}" for c in columns))
-    for row in rows:
-        print(" | ".join(f"{row[c]!s:>14}" for c in columns))
+    args = _parser().parse_args()
+    setup: dict[str, Any] = {
+        "command": " ".join(["python -m bench", *sys.argv[1:]]),
+        "temporal_db": args.temporal_db,
+        "ledger": args.ledger,
+        "sequential": args.sequential,
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "machine": _machine(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    print(f"machine: {setup['machine']}", flush=True)
+    database: AbstractContextManager[str] = (
+        postgres_database() if args.ledger == "postgres" else nullcontext("")
+    )
+    with (
+        database as database_url,
+        local_stack(temporal_db=args.temporal_db, database_url=database_url) as stack,
+    ):
+        print(
+            f"stack up (Temporal dev server: {args.temporal_db}, ledger: {args.ledger})", flush=True
+        )
+        deadline = time.monotonic() + 60
+        while b"polling" not in (stack.state_dir / "bare_worker.out").read_bytes():
+            if time.monotonic() > deadline:
+                output = (stack.state_dir / "bare_worker.out").read_text(errors="replace")
+                raise SystemExit(f"the bare worker did not start:\n{output[-2000:]}")
+            time.sleep(0.2)
+        watch = Watch.of_dev(
+            stack.dev_pid, {"bare_worker": stack.bare_worker_pid}, solo={"bench": os.getpid()}
+        )
+        missing = {"temporal", "worker", "api", "sandbox"} - set(watch.roots)
+        if missing:
+            raise SystemExit(f"could not find these services under paytide dev: {sorted(missing)}")
+        phases, history = asyncio.run(_run(args, stack, watch))
+    print()
+    print(table(phases))
+    print("one sequential payment's history (task: wait+run ms):")
+    for system, shape in history.items():
+        print(f"  {system}: {breakdown(shape)}")
     if args.json:
-        args.json.write_text(json.dumps({"phases": rows, "raw": [asdict(p) for p in phases]}))
+        args.json.write_text(json.dumps(document(phases, setup=setup, history=history), indent=2))
+        print(f"figures written to {args.json}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from paytide import api_keys
 from paytide.api_keys import KeyMode, Role
 from paytide.binaries import temporal_cli
 from paytide.search_attributes import cli_declarations
-from paytide.settings import Environment, Settings
+from paytide.settings import Environment, Settings, TemporalDevDb
 
 _PR_SET_PDEATHSIG = 1
 # The dev server's history service polls its task queues at a capped rate, so a new task can
@@ -104,6 +104,39 @@ def check_ports(settings: Settings) -> None:
         raise StackError("cannot start the local stack:\n" + "\n".join(lines))
 
 
+def temporal_command(settings: Settings) -> list[str]:
+    """The `temporal server start-dev` command line for these settings."""
+    host, port = _temporal_host_port(settings)
+    temporal = [
+        str(temporal_cli()),
+        "server",
+        "start-dev",
+        "--ip",
+        host,
+        "--port",
+        str(port),
+        "--ui-port",
+        str(settings.temporal_ui_port),
+        "--namespace",
+        settings.temporal_namespace,
+        "--log-level",
+        "warn",
+        "--ui-disable-news-fetch",
+        "--ui-codec-endpoint",
+        f"{settings.effective_api_url}/codec",
+    ]
+    for declaration in cli_declarations():
+        temporal += ["--search-attribute", declaration]
+    for tuning in DEV_SERVER_TUNING:
+        temporal += ["--dynamic-config-value", tuning]
+    if settings.temporal_dev_db is TemporalDevDb.FILE:
+        # Without a file the dev server keeps everything in memory.
+        temporal += ["--db-filename", str(settings.state_dir / "temporal.db")]
+        for pragma in DEV_SERVER_SQLITE:
+            temporal += ["--sqlite-pragma", pragma]
+    return temporal
+
+
 class Stack:
     def __init__(self, settings: Settings, *, say: Callable[[str], None]) -> None:
         self.settings = settings
@@ -134,33 +167,7 @@ class Stack:
         settings = self.settings
         check_ports(settings)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-        host, port = _temporal_host_port(settings)
-        temporal = [
-            str(temporal_cli()),
-            "server",
-            "start-dev",
-            "--db-filename",
-            str(settings.state_dir / "temporal.db"),
-            "--ip",
-            host,
-            "--port",
-            str(port),
-            "--ui-port",
-            str(settings.temporal_ui_port),
-            "--namespace",
-            settings.temporal_namespace,
-            "--log-level",
-            "warn",
-            "--ui-disable-news-fetch",
-            "--ui-codec-endpoint",
-            f"{settings.effective_api_url}/codec",
-        ]
-        for declaration in cli_declarations():
-            temporal += ["--search-attribute", declaration]
-        for tuning in DEV_SERVER_TUNING:
-            temporal += ["--dynamic-config-value", tuning]
-        for pragma in DEV_SERVER_SQLITE:
-            temporal += ["--sqlite-pragma", pragma]
+        temporal = temporal_command(settings)
         self.say(f"starting Temporal dev server on {settings.temporal_address}")
         self._spawn("temporal", temporal)
         self._wait("Temporal", self._temporal_ready, timeout=90)

@@ -38,6 +38,13 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class TemporalDevDb(StrEnum):
+    """Where `paytide dev` keeps its Temporal dev server's state."""
+
+    FILE = "file"
+    MEMORY = "memory"
+
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
@@ -67,6 +74,8 @@ class Settings(BaseSettings):
     temporal_tls_cert_path: Path | None = None
     temporal_tls_key_path: Path | None = None
     temporal_ui_port: Port = 8233
+    # `memory` forgets every workflow on restart: for benchmarks that measure the engine itself.
+    temporal_dev_db: TemporalDevDb = TemporalDevDb.FILE
 
     # Ledger
     database_url: str = ""
