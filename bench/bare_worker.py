@@ -15,11 +15,12 @@ from temporalio.worker import Worker
 from bench.bare import TASK_QUEUE, BareWorkflow, call, record
 from paytide.settings import Settings
 from paytide.temporal import connect
-from worker.assemble import WORKFLOW_RUNNER
+from worker.assemble import workflow_runner
 
 
 async def run() -> None:
-    client = await connect(Settings())
+    settings = Settings()
+    client = await connect(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -29,7 +30,7 @@ async def run() -> None:
             client,
             task_queue=TASK_QUEUE,
             workflows=[BareWorkflow],
-            workflow_runner=WORKFLOW_RUNNER,
+            workflow_runner=workflow_runner(settings),
             activities=[record, call],
             activity_executor=executor,
         )

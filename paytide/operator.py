@@ -406,11 +406,11 @@ async def replay_histories(
     (non-determinism), not a workflow that ended in failure."""
     from temporalio.worker import Replayer
 
-    from worker.assemble import WORKFLOW_RUNNER, WORKFLOWS
+    from worker.assemble import REPLAY_RUNNER, WORKFLOWS
 
     replayer = Replayer(
         workflows=list(workflows or WORKFLOWS),
-        workflow_runner=workflow_runner or WORKFLOW_RUNNER,
+        workflow_runner=workflow_runner or REPLAY_RUNNER,
         data_converter=data_converter,
     )
     source = histories if isinstance(histories, AsyncIterator) else _as_async(histories)

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     temporal_ui_port: Port = 8233
     # `memory` forgets every workflow on restart: for benchmarks that measure the engine itself.
     temporal_dev_db: TemporalDevDb = TemporalDevDb.FILE
+    # The worker runs workflow code outside the SDK's sandbox unless this is on: the sandbox costs
+    # about a sixth of the worker's CPU per payment, and the tests run every workflow inside it
+    # (docs/decisions.md 28).
+    workflow_sandbox: bool = False
 
     # Ledger
     database_url: str = ""

@@ -8,7 +8,7 @@ from concurrent.futures import Executor
 
 import httpx
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.admission import AdmissionActivities
@@ -28,14 +28,27 @@ from workflows.refund import RefundWorkflow
 
 WORKFLOWS = [PaymentWorkflow, RefundWorkflow, DisputeWorkflow]
 
-# Every module passes through the sandbox: imported once per worker, not once per workflow run.
-# Re-importing the workflow's modules for each run cost more than the rest of a payment's first
-# workflow task (docs/performance.md). The sandbox still refuses non-deterministic calls
-# (clocks, randomness, I/O) from workflow code; what is given up is isolation of module-level
-# state between runs, and paytide's workflow modules keep none.
-WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+# With the sandbox on, every module passes through it: imported once per worker, not once per
+# workflow run. It still refuses non-deterministic calls (clocks, randomness, I/O) from workflow
+# code; what is given up is isolation of module-level state between runs, which paytide's
+# workflow modules keep none of. Off (the default), workflow code runs as is: the workflow and
+# replay tests run it in the SDK's default sandbox, which is where a non-deterministic call is
+# caught (docs/decisions.md 28).
+SANDBOXED_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
 )
+
+
+# Replays (CI's recorded histories, `paytide replay`) use the SDK's full sandbox, which re-imports
+# the workflow modules for each run: the strictest check of what production runs. structlog
+# passes through because the SDK may log a failed activation through it from inside.
+REPLAY_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("structlog")
+)
+
+
+def workflow_runner(settings: Settings) -> WorkflowRunner:
+    return SANDBOXED_RUNNER if settings.workflow_sandbox else UnsandboxedWorkflowRunner()
 
 
 def build_worker(
@@ -68,7 +81,7 @@ def build_worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        workflow_runner=WORKFLOW_RUNNER,
+        workflow_runner=workflow_runner(settings),
         activities=[
             ledger.record_transition,
             ledger.record_notification_failure,

@@ -11,7 +11,9 @@ makes a retried request join the same payment instead of charging again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
@@ -122,6 +124,8 @@ class PaymentWorkflow:
         self._attempt = 0
         self._outcome: ChargeOutcome | None = None
         self._risk: RiskAssessment | None = None
+        # Search-attribute changes that ride along with the next transition's upsert.
+        self._pending_search_attributes: list[SearchAttributeUpdate[Any]] = []
         self._failure: Failure | None = None
         self._initiated = False
         # Set when the payment reached its final status; waiting updates return then.
@@ -148,7 +152,6 @@ class PaymentWorkflow:
 
     @workflow.run
     async def run(self, input: PaymentInput) -> PaymentView:
-        self._upsert_static_search_attributes()
         self._risk = await self._admission()
         if self._risk.score >= self._settings.risk_block_score:
             await self._finish(
@@ -852,14 +855,19 @@ class PaymentWorkflow:
         """``received`` and ``risk_check`` in the ledger, and the payment's risk score."""
         if workflow.patched(ADMIT_IN_ONE_STEP):
             return await self._admit()
+        self._upsert_static_search_attributes()
         await self._transition(PaymentStatus.RECEIVED, request=self._request)
         await self._transition(PaymentStatus.RISK_CHECK)
         return await self._score_risk()
 
     async def _admit(self) -> RiskAssessment:
+        # Search attributes go in one upsert here and one with the next transition, not five:
+        # each upsert is a history event and a visibility write on the server.
         admission = Admission(
-            received=self._enter(PaymentStatus.RECEIVED, request=self._request),
-            risk_check=self._enter(PaymentStatus.RISK_CHECK),
+            received=self._enter(PaymentStatus.RECEIVED, request=self._request, upsert=False),
+            risk_check=self._enter(
+                PaymentStatus.RISK_CHECK, extra=self._static_search_attributes()
+            ),
         )
         risk = await workflow.execute_local_activity_method(
             AdmissionActivities.admit_payment,
@@ -868,7 +876,7 @@ class PaymentWorkflow:
             retry_policy=LEDGER_RETRY,
             summary="ledger: received, risk_check; fraud score",
         )
-        workflow.upsert_search_attributes([sa.RISK_SCORE.value_set(risk.score)])
+        self._pending_search_attributes = [sa.RISK_SCORE.value_set(risk.score)]
         return risk
 
     async def _score_risk(self) -> RiskAssessment:
@@ -934,6 +942,8 @@ class PaymentWorkflow:
         gateway_reference: str | None = None,
         failure: Failure | None = None,
         request: PaymentRequest | None = None,
+        upsert: bool = True,
+        extra: Sequence[SearchAttributeUpdate[Any]] = (),
     ) -> Transition:
         """Move to ``status`` in the workflow and its search attributes; the ledger write it
         returns is the caller's to run."""
@@ -941,10 +951,16 @@ class PaymentWorkflow:
         self._status = status
         self._updated_at = workflow.now().isoformat()
         workflow.set_current_details(self._current_details(reason))
-        pairs: list[SearchAttributeUpdate[str]] = [sa.PAYMENT_STATUS.value_set(status.value)]
-        if gateway is not None:
-            pairs.append(sa.PAYMENT_GATEWAY.value_set(gateway.value))
-        workflow.upsert_search_attributes(pairs)
+        if upsert:
+            pairs: list[SearchAttributeUpdate[Any]] = [
+                *extra,
+                *self._pending_search_attributes,
+                sa.PAYMENT_STATUS.value_set(status.value),
+            ]
+            self._pending_search_attributes = []
+            if gateway is not None:
+                pairs.append(sa.PAYMENT_GATEWAY.value_set(gateway.value))
+            workflow.upsert_search_attributes(pairs)
         workflow.logger.info(
             "payment %s is %s",
             self._request.payment_id,
@@ -978,15 +994,16 @@ class PaymentWorkflow:
         return "\n\n".join(lines)
 
     def _upsert_static_search_attributes(self) -> None:
+        workflow.upsert_search_attributes(self._static_search_attributes())
+
+    def _static_search_attributes(self) -> list[SearchAttributeUpdate[Any]]:
         request = self._request
-        workflow.upsert_search_attributes(
-            [
-                sa.MERCHANT_ID.value_set(request.merchant_id),
-                sa.CUSTOMER_ID.value_set(request.customer_search_key or "unknown"),
-                sa.AMOUNT_MINOR.value_set(request.amount_minor),
-                sa.CURRENCY.value_set(request.currency),
-            ]
-        )
+        return [
+            sa.MERCHANT_ID.value_set(request.merchant_id),
+            sa.CUSTOMER_ID.value_set(request.customer_search_key or "unknown"),
+            sa.AMOUNT_MINOR.value_set(request.amount_minor),
+            sa.CURRENCY.value_set(request.currency),
+        ]
 
     async def _hold_for_redrive(self) -> None:
         """The final notification failed: stay open so an operator can re-drive it."""
