@@ -1,4 +1,4 @@
-"""Scenario 3: the gateway answers 503 to every charge for a few seconds, then recovers."""
+"""Scenario 3: the gateway answers 503 to every charge for 30 s (the issue's window), then recovers."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from temporalio.testing import WorkflowEnvironment
 from tests.faults.harness import FaultTable, measure
 from tests.integration.stack import running_stack
 
-PAYMENTS = 10
-OUTAGE_SECONDS = 4.0
+PAYMENTS = 20
+OUTAGE_SECONDS = 30.0
 
 
 async def test_gateway_5xx_window_is_ridden_out_with_backoff(

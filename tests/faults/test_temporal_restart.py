@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.faults.harness import FaultTable, TemporalServer, measure, worker_process
 from tests.integration.stack import running_stack
 
-PAYMENTS = 30
+PAYMENTS = 100
 
 
 async def test_temporal_restart_with_payments_in_flight(
