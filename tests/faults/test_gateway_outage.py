@@ -1,4 +1,4 @@
-"""Scenario 3: the gateway answers 503 to every charge for 30 s (the issue's window), then recovers."""
+"""Scenario 3: the gateway answers 503 to every charge for 30 s, then recovers."""
 
 from __future__ import annotations
 
