@@ -1,0 +1,67 @@
+"""One trace per payment: the API's request span, Temporal's update-with-start, the workflow
+run, the charge activity and the gateway call, exported to an in-process collector."""
+
+from __future__ import annotations
+
+import asyncio
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from temporalio.testing import WorkflowEnvironment
+
+from paytide.tracing import tracing_with
+from tests.integration.stack import running_stack
+
+
+def _parent_name(span: ReadableSpan, by_id: dict[int, ReadableSpan]) -> str | None:
+    if span.parent is None:
+        return None
+    parent = by_id.get(span.parent.span_id)
+    return parent.name if parent else None
+
+
+async def test_one_trace_spans_api_workflow_activity_and_gateway(
+    dev_env: WorkflowEnvironment, database_url: str
+) -> None:
+    """A payment's spans share one trace id, from POST /payments down to the sandbox call, each
+    hop the child of the one before it."""
+    exporter = InMemorySpanExporter()
+    tracing = tracing_with(exporter, "paytide-test")
+    assert tracing.provider is not None
+    async with running_stack(dev_env.client, database_url, tracing=tracing) as stack:
+        created = await stack.pay()
+        assert created.status_code == 201, created.text
+        payment_id = created.json()["id"]
+        assert (await stack.wait_final(payment_id))["status"] == "succeeded"
+
+        wanted = {"POST /payments", "RunWorkflow:PaymentWorkflow", "gateway.charge"}
+        async with asyncio.timeout(10):
+            while not wanted <= {span.name for span in exporter.get_finished_spans()}:
+                tracing.provider.force_flush()
+                await asyncio.sleep(0.1)
+
+    spans = exporter.get_finished_spans()
+    (request,) = [s for s in spans if s.name == "POST /payments"]
+    trace_id = request.context.trace_id
+    in_trace = [s for s in spans if s.context.trace_id == trace_id]
+    by_id = {s.context.span_id: s for s in in_trace}
+    names = {s.name for s in in_trace}
+    assert {
+        "POST /payments",
+        "StartUpdateWithStartWorkflow:PaymentWorkflow",
+        "RunWorkflow:PaymentWorkflow",
+        "StartActivity:charge_payment",
+        "RunActivity:charge_payment",
+        "gateway.charge",
+    } <= names, sorted(names)
+
+    (gateway,) = [s for s in in_trace if s.name == "gateway.charge"]
+    assert _parent_name(gateway, by_id) == "RunActivity:charge_payment"
+    (activity,) = [s for s in in_trace if s.name == "RunActivity:charge_payment"]
+    assert _parent_name(activity, by_id) == "StartActivity:charge_payment"
+    (start,) = [s for s in in_trace if s.name == "StartUpdateWithStartWorkflow:PaymentWorkflow"]
+    assert _parent_name(start, by_id) == "POST /payments"
+    assert request.parent is None
+    assert gateway.attributes is not None and gateway.attributes["paytide.gateway"] == "sandbox"
+    # The workflow's spans carry its id; no span is named after a payment.
+    assert all(payment_id not in s.name for s in in_trace)
