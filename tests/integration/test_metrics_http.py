@@ -4,18 +4,26 @@ HTTP from the in-process stack (real Temporal dev server, sandbox, ledger on bot
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine
 from temporalio.testing import WorkflowEnvironment
 
+from activities.ledger import LedgerActivities
 from gateways.signing import sign
+from ledger.engine import session_factory
+from paytide.metrics import WorkerMetrics, exposition
 from tests.integration.stack import Stack, running_stack
+from tests.support.ledger_seed import seed_succeeded_payment
+from workflows.contract import Failure, PaymentStatus, Transition
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -236,3 +244,35 @@ async def test_api_metrics_need_an_operator_key(stack: Stack) -> None:
     assert refused.status_code == 403
     assert refused.json()["error"]["code"] == "operator_role_required"
     assert (await stack.operator.get("/metrics")).status_code == 200
+
+
+def test_a_retried_final_transition_is_counted_once(ledger_engine: Engine) -> None:
+    """record_transition counts a final payment only when its write moved the ledger row, so a
+    retried (or late) local activity never counts the payment twice."""
+    sessions = session_factory(ledger_engine)
+    metrics = WorkerMetrics()
+    ledger = LedgerActivities(sessions, metrics)
+    request = seed_succeeded_payment(sessions, currency="JPY")
+    workflow_id = f"payment-merchant_test-{request.idempotency_key}"
+    started = datetime.now(UTC) - timedelta(seconds=3)
+    blocked = Transition(
+        payment_id=request.payment_id,
+        workflow_id=workflow_id,
+        seq=3,
+        status=PaymentStatus.BLOCKED,
+        failure=Failure(code="review_timeout", message="no decision"),
+        at=started.isoformat(),
+    )
+    for _ in range(3):
+        ledger.record_transition(blocked)
+    # An older transition arriving late moves nothing and counts nothing either.
+    ledger.record_transition(dataclasses.replace(blocked, seq=2, status=PaymentStatus.CANCELED))
+
+    samples = parse(exposition(metrics.registry)[0].decode())
+    labels = {"status": "blocked", "gateway": "sandbox", "currency": "JPY"}
+    assert (
+        value(samples, "paytide_payments_final_total", **labels, failure_code="review_timeout") == 1
+    )
+    assert value(samples, "paytide_fraud_blocks_total", reason="review_timeout") == 1
+    assert value(samples, "paytide_payment_time_to_final_seconds_count", status="blocked") == 1
+    assert value(samples, "paytide_payment_time_to_final_seconds_count", status="canceled") == 0
