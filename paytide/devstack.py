@@ -95,6 +95,15 @@ def check_ports(settings: Settings) -> None:
         ("paytide API", settings.api_host, settings.api_port, "PAYTIDE_API_PORT"),
         ("sandbox gateway", settings.sandbox_host, settings.sandbox_port, "PAYTIDE_SANDBOX_PORT"),
     ]
+    if settings.worker_metrics_port:
+        wanted.append(
+            (
+                "worker's /metrics",
+                settings.worker_metrics_host,
+                settings.worker_metrics_port,
+                "PAYTIDE_WORKER_METRICS_PORT",
+            )
+        )
     busy = [item for item in wanted if not _port_free(item[1], item[2])]
     if busy:
         lines = [

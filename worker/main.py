@@ -13,7 +13,7 @@ from gateways.registry import build_gateways
 from ledger.engine import create_ledger_engine, session_factory
 from paytide.logging import get_logger
 from paytide.metrics import WorkerMetrics
-from paytide.settings import Settings
+from paytide.settings import ConfigError, Settings
 from paytide.temporal import connect, prometheus_runtime
 from paytide.tracing import tracing_from_settings
 from worker.assemble import build_worker
@@ -37,14 +37,21 @@ async def run_worker(settings: Settings) -> None:
     try:
         async with contextlib.AsyncExitStack() as stack:
             if serve_metrics:
-                stack.enter_context(
-                    serving_metrics(
-                        metrics.registry,
-                        settings.worker_metrics_host,
-                        settings.worker_metrics_port,
-                        sdk_address=sdk_address,
+                try:
+                    stack.enter_context(
+                        serving_metrics(
+                            metrics.registry,
+                            settings.worker_metrics_host,
+                            settings.worker_metrics_port,
+                            sdk_address=sdk_address,
+                        )
                     )
-                )
+                except OSError as error:
+                    raise ConfigError(
+                        f"PAYTIDE_WORKER_METRICS_PORT: cannot serve /metrics on "
+                        f"{settings.worker_metrics_host}:{settings.worker_metrics_port} ({error}); "
+                        "choose a free port, or 0 to turn the worker's metrics off"
+                    ) from None
             http = await stack.enter_async_context(
                 httpx.AsyncClient(timeout=httpx.Timeout(20.0, connect=5.0))
             )

@@ -162,6 +162,8 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
         "log_format": "json",
     }
     env.update({f"PAYTIDE_{k.upper()}": v for k, v in names.items()})
+    # Several test workers (and a developer's own stack) run at once: no fixed metrics port.
+    env["PAYTIDE_WORKER_METRICS_PORT"] = "0"
     if settings.merchant_callback_secret is not None:
         env["PAYTIDE_MERCHANT_CALLBACK_SECRET"] = (
             settings.merchant_callback_secret.get_secret_value()
