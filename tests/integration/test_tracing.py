@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import asyncio
 
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from temporalio.testing import WorkflowEnvironment
 
-from paytide.tracing import tracing_with
+from paytide.settings import Settings
+from paytide.tracing import tracing_from_settings, tracing_with
 from tests.integration.stack import running_stack
+from tests.support.serve import serve
 
 
 def _parent_name(span: ReadableSpan, by_id: dict[int, ReadableSpan]) -> str | None:
@@ -65,3 +72,44 @@ async def test_one_trace_spans_api_workflow_activity_and_gateway(
     assert gateway.attributes is not None and gateway.attributes["paytide.gateway"] == "sandbox"
     # The workflow's spans carry its id; no span is named after a payment.
     assert all(payment_id not in s.name for s in in_trace)
+
+
+async def test_otlp_endpoint_setting_exports_spans_over_http() -> None:
+    """With PAYTIDE_OTLP_ENDPOINT set, spans reach a collector's /v1/traces as OTLP protobuf;
+    without it, tracing is off."""
+    received: list[tuple[str, str, bytes]] = []
+
+    async def collect(request: Request) -> Response:
+        received.append(
+            (request.url.path, request.headers.get("content-type", ""), await request.body())
+        )
+        return Response(status_code=200)
+
+    collector = Starlette(routes=[Route("/v1/traces", collect, methods=["POST"])])
+    assert not tracing_from_settings(Settings(otlp_endpoint=""), "paytide-test").enabled
+    async with serve(collector) as url:
+        tracing = tracing_from_settings(Settings(otlp_endpoint=url), "paytide-test")
+        assert tracing.enabled
+        with tracing.tracer.start_as_current_span("exported-span"):
+            pass
+        # The exporter posts from its own thread; shutting down flushes the batch.
+        await asyncio.to_thread(tracing.shutdown)
+
+    assert [(path, kind) for path, kind, _ in received] == [
+        ("/v1/traces", "application/x-protobuf")
+    ]
+    export = ExportTraceServiceRequest.FromString(received[0][2])
+    names = [
+        span.name
+        for resource in export.resource_spans
+        for scope in resource.scope_spans
+        for span in scope.spans
+    ]
+    service = {
+        attribute.value.string_value
+        for resource in export.resource_spans
+        for attribute in resource.resource.attributes
+        if attribute.key == "service.name"
+    }
+    assert names == ["exported-span"]
+    assert service == {"paytide-test"}
