@@ -58,7 +58,7 @@ async def stack(dev_env: WorkflowEnvironment, empty_database_url: str) -> AsyncI
 
 
 async def test_dashboard_counts_live_payments(
-    stack: Stack, browser: Browser, tmp_path: Path
+    browser: Browser, stack: Stack, tmp_path: Path
 ) -> None:
     """The page refuses a merchant's key, takes an operator's, and its succeeded, failed,
     success-rate, latency, open-review and gateway numbers follow real payments without a
