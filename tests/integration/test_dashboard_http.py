@@ -12,6 +12,7 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from api.openapi import DashboardData
 from ledger import payments
 from ledger.engine import session_factory, transaction
 from tests.integration.stack import Stack, running_stack
@@ -110,3 +111,5 @@ async def test_stuck_and_failed_notifications_come_from_the_ledger(stack: Stack)
     assert 'ExecutionStatus="Running"' in query
     assert '"charging"' in query and '"in_review"' not in query
     assert len(after["per_minute"]) == after["window_minutes"]
+    # The answer fits the shape the OpenAPI document promises for it.
+    DashboardData.model_validate(after)
