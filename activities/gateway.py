@@ -56,8 +56,9 @@ class GatewayActivities:
         ) as span:
             try:
                 yield
-            except Exception as error:
-                # The class, never the message: messages can carry gateway references.
+            except BaseException as error:
+                # The class, never the message: messages can carry gateway references. A
+                # cancelled call (timeout, worker shutdown) is counted as CancelledError.
                 outcome = type(error).__name__
                 span.set_status(Status(StatusCode.ERROR, outcome))
                 span.set_attribute("paytide.error_class", outcome)
