@@ -41,7 +41,15 @@ async def test_one_trace_spans_api_workflow_activity_and_gateway(
         payment_id = created.json()["id"]
         assert (await stack.wait_final(payment_id))["status"] == "succeeded"
 
-        wanted = {"POST /payments", "RunWorkflow:PaymentWorkflow", "gateway.charge"}
+        # The workflow ends after the merchant is notified, a moment after the ledger says
+        # succeeded: wait for its last spans too.
+        wanted = {
+            "POST /payments",
+            "RunWorkflow:PaymentWorkflow",
+            "gateway.charge",
+            "HandleSignal:gateway_event",
+            "CompleteWorkflow:PaymentWorkflow",
+        }
         async with asyncio.timeout(10):
             while not wanted <= {span.name for span in exporter.get_finished_spans()}:
                 tracing.provider.force_flush()
@@ -60,6 +68,10 @@ async def test_one_trace_spans_api_workflow_activity_and_gateway(
         "StartActivity:charge_payment",
         "RunActivity:charge_payment",
         "gateway.charge",
+        # The gateway's webhook reaches the workflow as a signal: it joins the payment's trace.
+        "HandleSignal:gateway_event",
+        "RunActivity:notify_merchant",
+        "CompleteWorkflow:PaymentWorkflow",
     } <= names, sorted(names)
 
     (gateway,) = [s for s in in_trace if s.name == "gateway.charge"]
