@@ -23,7 +23,7 @@ from ledger.engine import session_factory
 from paytide.metrics import WorkerMetrics, exposition
 from tests.integration.stack import Stack, running_stack
 from tests.support.ledger_seed import seed_succeeded_payment
-from workflows.contract import Failure, PaymentStatus, Transition
+from workflows.contract import Failure, NotificationFailure, PaymentStatus, Transition
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -248,7 +248,8 @@ async def test_api_metrics_need_an_operator_key(stack: Stack) -> None:
 
 def test_a_retried_final_transition_is_counted_once(ledger_engine: Engine) -> None:
     """record_transition counts a final payment only when its write moved the ledger row, so a
-    retried (or late) local activity never counts the payment twice."""
+    retried (or late) local activity never counts the payment twice; a notification given up
+    counts as a dead letter."""
     sessions = session_factory(ledger_engine)
     metrics = WorkerMetrics()
     ledger = LedgerActivities(sessions, metrics)
@@ -268,7 +269,19 @@ def test_a_retried_final_transition_is_counted_once(ledger_engine: Engine) -> No
     # An older transition arriving late moves nothing and counts nothing either.
     ledger.record_transition(dataclasses.replace(blocked, seq=2, status=PaymentStatus.CANCELED))
 
+    ledger.record_notification_failure(
+        NotificationFailure(
+            payment_id=request.payment_id,
+            event_type="payment.blocked",
+            error="merchant endpoint answered 500",
+            attempts=5,
+        )
+    )
+
     samples = parse(exposition(metrics.registry)[0].decode())
+    assert (
+        value(samples, "paytide_notification_dead_letters_total", event_type="payment.blocked") == 1
+    )
     labels = {"status": "blocked", "gateway": "sandbox", "currency": "JPY"}
     assert (
         value(samples, "paytide_payments_final_total", **labels, failure_code="review_timeout") == 1
