@@ -41,7 +41,7 @@ WORKDIR /home/paytide
 USER 10001:10001
 
 # API and sandbox defaults; the worker and migrations listen on nothing.
-EXPOSE 8000 8100
+EXPOSE 8000 8100 9464
 
 # No HEALTHCHECK here: what "healthy" means depends on the role (the worker and migrations
 # have no HTTP endpoint), so each deployment defines its own. Without curl in the slim image,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import TypeVar
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from gateways.base import Gateway, GatewayError, GatewayRefused, GatewayUnavailable
+from paytide.metrics import WorkerMetrics
 from workflows.contract import (
     CancelRequest,
     CaptureRequest,
@@ -26,8 +31,42 @@ T = TypeVar("T")
 
 
 class GatewayActivities:
-    def __init__(self, gateways: Mapping[GatewayName, Gateway]) -> None:
+    def __init__(
+        self,
+        gateways: Mapping[GatewayName, Gateway],
+        *,
+        metrics: WorkerMetrics | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
         self._gateways = dict(gateways)
+        self._metrics = metrics or WorkerMetrics()
+        self._tracer = tracer or trace.NoOpTracer()
+
+    @asynccontextmanager
+    async def _observed(self, gateway: GatewayName, operation: str) -> AsyncIterator[None]:
+        """Time one gateway call and wrap it in a client span, child of the activity's span."""
+        outcome = "ok"
+        started = time.perf_counter()
+        with self._tracer.start_as_current_span(
+            f"gateway.{operation}",
+            kind=SpanKind.CLIENT,
+            attributes={"paytide.gateway": gateway.value, "paytide.operation": operation},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                yield
+            except BaseException as error:
+                # The class, never the message: messages can carry gateway references. A
+                # cancelled call (timeout, worker shutdown) is counted as CancelledError.
+                outcome = type(error).__name__
+                span.set_status(Status(StatusCode.ERROR, outcome))
+                span.set_attribute("paytide.error_class", outcome)
+                raise
+            finally:
+                self._metrics.gateway_calls.labels(
+                    gateway=gateway.value, operation=operation, outcome=outcome
+                ).observe(time.perf_counter() - started)
 
     def _gateway(self, name: GatewayName) -> Gateway:
         gateway = self._gateways.get(name)
@@ -48,7 +87,8 @@ class GatewayActivities:
         earlier = activity.info().heartbeat_details
         ambiguous_before = bool(earlier and earlier[0])
         try:
-            outcome = await gateway.charge(request)
+            async with self._observed(request.gateway, "charge"):
+                outcome = await gateway.charge(request)
         except GatewayRefused as error:
             if ambiguous_before:
                 raise _application_error(
@@ -68,22 +108,22 @@ class GatewayActivities:
     @activity.defn(name="reconcile_charge")
     async def reconcile(self, lookup: ChargeLookup) -> ChargeOutcome:
         gateway = self._gateway(lookup.gateway)
-        return await _translated(lambda: gateway.retrieve(lookup))
+        return await self._call(lookup.gateway, "retrieve", lambda: gateway.retrieve(lookup))
 
     @activity.defn(name="capture_charge")
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
         gateway = self._gateway(request.gateway)
-        return await _translated(lambda: gateway.capture(request))
+        return await self._call(request.gateway, "capture", lambda: gateway.capture(request))
 
     @activity.defn(name="cancel_charge")
     async def cancel(self, request: CancelRequest) -> ChargeOutcome:
         gateway = self._gateway(request.gateway)
-        return await _translated(lambda: gateway.cancel(request))
+        return await self._call(request.gateway, "cancel", lambda: gateway.cancel(request))
 
     @activity.defn(name="refund_charge")
     async def refund(self, request: RefundRequest) -> RefundOutcome:
         gateway = self._gateway(request.gateway)
-        outcome = await _translated(lambda: gateway.refund(request))
+        outcome = await self._call(request.gateway, "refund", lambda: gateway.refund(request))
         activity.logger.info(
             "gateway answered refund",
             extra={"refund_id": request.refund_id, "refund_state": outcome.state.value},
@@ -93,14 +133,18 @@ class GatewayActivities:
     @activity.defn(name="reconcile_refund")
     async def retrieve_refund(self, lookup: RefundLookup) -> RefundOutcome:
         gateway = self._gateway(lookup.gateway)
-        return await _translated(lambda: gateway.retrieve_refund(lookup))
+        return await self._call(
+            lookup.gateway, "retrieve_refund", lambda: gateway.retrieve_refund(lookup)
+        )
 
-
-async def _translated(call: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await call()
-    except GatewayError as error:
-        raise _application_error(error) from error
+    async def _call(
+        self, gateway: GatewayName, operation: str, call: Callable[[], Awaitable[T]]
+    ) -> T:
+        try:
+            async with self._observed(gateway, operation):
+                return await call()
+        except GatewayError as error:
+            raise _application_error(error) from error
 
 
 def _application_error(error: GatewayError) -> ApplicationError:

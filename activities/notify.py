@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from gateways.signing import sign
 from ledger import payments
 from ledger.engine import SessionFactory, transaction
+from paytide.metrics import WorkerMetrics
 from workflows.contract import NotificationInput, NotificationResult, OperatorAlert
 from workflows.dispute_contract import DisputeNotification
 from workflows.public import public_dispute, public_payment, public_refund
@@ -43,7 +44,9 @@ class NotificationActivities:
         signing_secret: str | None,
         ops_url: str | None = None,
         ops_secret: str | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or WorkerMetrics()
         self._client = client
         self._sessions = sessions
         self._url = callback_url
@@ -99,7 +102,9 @@ class NotificationActivities:
     ) -> NotificationResult:
         """Deliver one merchant event, recording each try against the payment."""
         attempt = activity.info().attempt
+        counted = self._metrics.notifications
         if not self._url or not self._secret:
+            counted.labels(event_type=event_type, outcome="skipped").inc()
             await self._record(
                 payment_id, record_as, "skipped", attempt, "no callback URL configured"
             )
@@ -109,8 +114,10 @@ class NotificationActivities:
                 self._url, self._secret, event_id(subject_id, event_type), event_type, data
             )
         except _Undelivered as error:
+            counted.labels(event_type=event_type, outcome="retrying").inc()
             await self._record(payment_id, record_as, "retrying", attempt, f"merchant {error}")
             raise ApplicationError(f"merchant {error}", type="notification_failed") from error
+        counted.labels(event_type=event_type, outcome="delivered").inc()
         await self._record(payment_id, record_as, "delivered", attempt, None)
         return NotificationResult(delivered=True, status_code=status)
 

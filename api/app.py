@@ -16,6 +16,7 @@ from temporalio.client import Client
 
 from api.auth import ApiKeyAuth
 from api.codec import decode_payloads, encode_payloads
+from api.dashboard import dashboard_data, dashboard_page
 from api.errors import (
     ApiError,
     on_api_error,
@@ -25,6 +26,7 @@ from api.errors import (
 )
 from api.health import healthz, readyz
 from api.key_cache import KeyCache
+from api.observability import RequestTelemetry, metrics_endpoint
 from api.openapi import build_spec, openapi_json
 from api.payments import (
     cancel_payment,
@@ -40,13 +42,18 @@ from api.state import ApiState
 from api.webhooks import receive_webhook
 from gateways.registry import build_verifiers
 from ledger.engine import create_ledger_engine, session_factory
+from paytide.metrics import ApiMetrics
 from paytide.settings import Settings
 from paytide.temporal import connect
+from paytide.tracing import Tracing, tracing_from_settings
 
 ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/openapi.json", openapi_json, methods=["GET"]),
+    Route("/metrics", metrics_endpoint, methods=["GET"]),
+    Route("/dashboard", dashboard_page, methods=["GET"]),
+    Route("/dashboard/data", dashboard_data, methods=["GET"]),
     Route("/payments", create_payment, methods=["POST"]),
     Route("/payments", list_payments, methods=["GET"]),
     Route("/payments/{payment_id}", get_payment, methods=["GET"]),
@@ -63,10 +70,22 @@ ROUTES = [
 ]
 
 
-def create_app(settings: Settings, *, temporal: Client | None = None) -> Starlette:
+def create_app(
+    settings: Settings,
+    *,
+    temporal: Client | None = None,
+    metrics: ApiMetrics | None = None,
+    tracing: Tracing | None = None,
+) -> Starlette:
+    """``metrics`` and ``tracing``: this app's own registry and tracer; by default a fresh
+    registry and tracing as the settings say (off without PAYTIDE_OTLP_ENDPOINT)."""
+    metrics = metrics or ApiMetrics()
+    tracing = tracing or tracing_from_settings(settings, "paytide-api")
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client = temporal or await connect(settings, lazy=True)
+        # The interceptor starts a span per Temporal call and carries the trace to the worker.
+        client = tracing.traced_client(temporal or await connect(settings, lazy=True))
         engine = create_ledger_engine(settings.effective_database_url)
         async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=3.0)) as http:
             app.state.paytide = ApiState(
@@ -78,16 +97,21 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> Starlet
                 verifiers=build_verifiers(settings),
                 keys=KeyCache(settings.api_key_cache_seconds),
                 limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+                metrics=metrics,
             )
             try:
                 yield
             finally:
                 engine.dispose()
+                tracing.shutdown()
 
     app = Starlette(
         routes=ROUTES,
         lifespan=lifespan,
-        middleware=[Middleware(ApiKeyAuth)],
+        middleware=[
+            Middleware(RequestTelemetry, metrics=metrics, tracing=tracing),
+            Middleware(ApiKeyAuth),
+        ],
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_exception,
@@ -96,4 +120,5 @@ def create_app(settings: Settings, *, temporal: Client | None = None) -> Starlet
         },
     )
     app.state.openapi = build_spec(version("paytide"))
+    app.state.metrics = metrics
     return app

@@ -29,9 +29,10 @@ from paytide.logging import get_logger
 
 log = get_logger("paytide.api.auth")
 
-# Probes, gateway webhooks (authenticated by the gateway's signature) and the codec endpoint
-# (its own optional token): nothing here reads or changes a merchant's payments.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+# Probes, gateway webhooks (authenticated by the gateway's signature), the codec endpoint
+# (its own optional token) and the dashboard's static page (no data; it asks for an operator
+# key and sends it to /dashboard/data): nothing here reads or changes a merchant's payments.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/dashboard"})
 PUBLIC_PREFIXES = ("/webhooks/", "/codec/")
 _CALLER = "paytide.caller"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="paytide"'}

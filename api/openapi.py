@@ -154,6 +154,38 @@ class WebhookReceipt(BaseModel):
     deliveries: list[str]
 
 
+class DashboardLatency(BaseModel):
+    p50: float | None = Field(description="milliseconds, last 5 minutes; null without samples")
+    p95: float | None
+
+
+class DashboardGateway(BaseModel):
+    gateway: str
+    total: int
+    succeeded: int
+    failed: int
+    success_rate: float | None
+    link: str = Field(description="Temporal Web UI list of these payments")
+
+
+class DashboardData(BaseModel):
+    """The live dashboard's numbers (docs/observability.md); links open Temporal Web UI lists."""
+
+    generated_at: str
+    window_minutes: int
+    per_minute: list[dict[str, int | str]]
+    totals: dict[str, int]
+    success_rate: float | None
+    initiation_latency_ms: DashboardLatency
+    by_gateway: list[DashboardGateway]
+    fraud_blocks: int
+    open_reviews: int
+    stuck: int
+    stuck_after_seconds: float
+    failed_notifications: int
+    links: dict[str, str]
+
+
 class CodecPayload(BaseModel):
     """A Temporal Payload in proto3 JSON, where null means the field's default."""
 
@@ -183,6 +215,7 @@ _MODELS: list[type[BaseModel]] = [
     Readiness,
     WebhookReceipt,
     CodecPayloads,
+    DashboardData,
 ]
 
 _ERROR_TEXT = {
@@ -213,9 +246,11 @@ class Operation:
     # Operations that take this one's answer `id` as their `payment_id` (OpenAPI links), so a
     # client generator or a stateful fuzzer can follow a payment from its creation.
     leads_to: tuple[str, ...] = ()
-    # Probes, the spec itself, gateway webhooks (signed by the gateway) and the codec (its own
-    # optional token) need no API key: api/auth.py keeps the same list.
+    # Probes, the spec itself, gateway webhooks (signed by the gateway), the codec (its own
+    # optional token) and the dashboard's page need no API key: api/auth.py keeps the same list.
     public: bool = False
+    # The successful answers' media type: JSON except for the metrics text and the HTML page.
+    media_type: str = "application/json"
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -281,6 +316,33 @@ OPERATIONS: list[Operation] = [
         errors=(),
         tag="health",
         public=True,
+    ),
+    Operation(
+        method="get",
+        path="/metrics",
+        summary="Prometheus metrics of this API process (operator key)",
+        ok={200: ("Prometheus text exposition format", None)},
+        errors=(403, *_COMMON_ERRORS),
+        tag="operators",
+        media_type="text/plain",
+    ),
+    Operation(
+        method="get",
+        path="/dashboard",
+        summary="The live payments dashboard (a static page; it asks for an operator key)",
+        ok={200: ("the page", None)},
+        errors=(),
+        tag="operators",
+        public=True,
+        media_type="text/html",
+    ),
+    Operation(
+        method="get",
+        path="/dashboard/data",
+        summary="The dashboard's numbers: the last 15 minutes from the ledger and this API",
+        ok={200: ("the numbers", DashboardData)},
+        errors=(400, 403, *_COMMON_ERRORS),
+        tag="operators",
     ),
     Operation(
         method="post",
@@ -447,8 +509,11 @@ OPERATIONS: list[Operation] = [
 def _operation(op: Operation) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status, (description, model) in op.ok.items():
-        schema = _ref(model) if model else {"type": "object"}
-        content: dict[str, Any] = {"application/json": {"schema": schema}}
+        if op.media_type != "application/json":
+            content: dict[str, Any] = {op.media_type: {"schema": {"type": "string"}}}
+        else:
+            schema = _ref(model) if model else {"type": "object"}
+            content = {"application/json": {"schema": schema}}
         if op.path.startswith("/webhooks/") and status == 200:
             content["text/plain"] = {"schema": {"type": "string"}}
         responses[str(status)] = {"description": description, "content": content}

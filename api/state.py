@@ -14,6 +14,7 @@ from api.key_cache import KeyCache
 from api.rate_limit import RateLimiter
 from gateways.base import WebhookVerifier
 from ledger.engine import SessionFactory
+from paytide.metrics import ApiMetrics
 from paytide.settings import Settings
 from workflows.contract import GatewayName
 
@@ -28,5 +29,6 @@ class ApiState:
     verifiers: dict[GatewayName, WebhookVerifier]
     keys: KeyCache
     limiter: RateLimiter
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
     # (merchant, idempotency key, body fingerprint) -> the initiation in progress.
     initiations: Coalescer[tuple[str, str, str], Any] = field(default_factory=Coalescer)

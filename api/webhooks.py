@@ -36,6 +36,8 @@ async def receive_webhook(request: Request) -> Response:
     verifier = next((v for g, v in state.verifiers.items() if g.value == name), None)
     if verifier is None:
         raise ApiError(404, "unknown_gateway", f"no webhook endpoint for gateway {name!r}")
+    # Counted only for configured gateways: the path segment is the sender's to choose.
+    state.metrics.webhooks_received.labels(gateway=name).inc()
     # Streamed with a cap: an unauthenticated sender must not make us buffer an unbounded body.
     body = await read_bytes(request, MAX_WEBHOOK_BYTES)
     try:
@@ -43,8 +45,11 @@ async def receive_webhook(request: Request) -> Response:
         events = verifier.verify(request.headers, body)
     except WebhookRejected as rejected:
         log.warning("webhook_rejected", gateway=name, reason=rejected.reason)
+        state.metrics.webhooks_rejected.labels(gateway=name, reason=rejected.reason).inc()
         raise ApiError(400, rejected.reason, str(rejected)) from None
     outcomes = [await _deliver(state, event) for event in events]
+    for outcome in outcomes:
+        state.metrics.webhook_events.labels(gateway=name, delivery=outcome).inc()
     if verifier.provider is GatewayName.ADYEN:
         # Adyen re-sends a batch until it reads exactly this body.
         return PlainTextResponse("[accepted]")
@@ -74,6 +79,8 @@ async def _deliver_charge(state: ApiState, event: GatewayEvent) -> str:
             return payment, fresh
 
     payment, fresh = await run_in_threadpool(record)
+    if not fresh:
+        state.metrics.webhooks_deduplicated.labels(gateway=event.provider.value).inc()
     if payment is None:
         log.info("webhook_for_unknown_payment", event_id=event.event_id, provider=event.provider)
         await _mark(state, event, "unknown_payment")
@@ -105,12 +112,12 @@ async def _deliver_refund(state: ApiState, event: GatewayEvent) -> str:
     notice = event.refund
     assert notice is not None
 
-    def record() -> RefundRecord | None:
+    def record() -> tuple[RefundRecord | None, bool]:
         with transaction(state.sessions) as session:
             refund = refund_ledger.find_for_event(
                 session, event.provider.value, notice.refund_id, notice.refund_reference
             )
-            ledger.record_webhook(
+            fresh = ledger.record_webhook(
                 session,
                 provider=event.provider.value,
                 event_id=event.event_id,
@@ -118,9 +125,11 @@ async def _deliver_refund(state: ApiState, event: GatewayEvent) -> str:
                 payment_id=refund.payment_id if refund else None,
                 gateway_reference=notice.refund_reference or event.gateway_reference,
             )
-            return refund
+            return refund, fresh
 
-    refund = await run_in_threadpool(record)
+    refund, fresh = await run_in_threadpool(record)
+    if not fresh:
+        state.metrics.webhooks_deduplicated.labels(gateway=event.provider.value).inc()
     if refund is None:
         # Made outside paytide (the gateway's dashboard), or not ours: kept, never a 5xx.
         log.info("webhook_for_unknown_refund", event_id=event.event_id, provider=event.provider)
@@ -147,10 +156,10 @@ async def _deliver_dispute(state: ApiState, event: GatewayEvent) -> str:
     notice = event.dispute
     assert notice is not None
 
-    def record() -> None:
+    def record() -> bool:
         with transaction(state.sessions) as session:
             payment = _find_payment(session, event)
-            ledger.record_webhook(
+            return ledger.record_webhook(
                 session,
                 provider=event.provider.value,
                 event_id=event.event_id,
@@ -159,7 +168,8 @@ async def _deliver_dispute(state: ApiState, event: GatewayEvent) -> str:
                 gateway_reference=event.gateway_reference,
             )
 
-    await run_in_threadpool(record)
+    if not await run_in_threadpool(record):
+        state.metrics.webhooks_deduplicated.labels(gateway=event.provider.value).inc()
     workflow_id = idempotency.dispute_workflow_id(event.provider.value, notice.dispute_reference)
     await state.temporal.start_workflow(
         DisputeWorkflow.run,

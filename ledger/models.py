@@ -104,6 +104,8 @@ class Notification(SQLModel, table=True):
     __tablename__ = "notifications"
     __table_args__ = (
         UniqueConstraint("payment_id", "event_type", name="uq_notifications_payment_event"),
+        # The dashboard's count of recently failed notifications (ledger/dashboard.py).
+        Index("ix_notifications_status_updated", "status", "updated_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

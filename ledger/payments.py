@@ -55,8 +55,12 @@ def _new_payment_row(transition: Transition, request: PaymentRequest) -> dict[st
     }
 
 
-def apply_transition(session: Session, transition: Transition) -> None:
-    """Record one status change, idempotently; an older transition never overwrites a newer one."""
+def apply_transition(session: Session, transition: Transition) -> bool:
+    """Record one status change, idempotently; an older transition never overwrites a newer one.
+
+    True when this call moved the payment's row: a retried or late transition answers False,
+    so whoever counts transitions counts each one once.
+    """
     if transition.request is not None:
         insert_ignoring_conflict(
             session,
@@ -93,11 +97,13 @@ def apply_transition(session: Session, transition: Transition) -> None:
         values["failure_code"] = transition.failure.code
         values["failure_message"] = transition.failure.message
         values["failure_retryable"] = transition.failure.retryable
-    session.execute(
+    result = session.execute(
         update(Payment)
         .where(col(Payment.id) == transition.payment_id, col(Payment.last_seq) < transition.seq)
         .values(**values)
     )
+    # An UPDATE's result is a CursorResult, which knows how many rows it changed.
+    return bool(getattr(result, "rowcount", 0))
 
 
 def _detail(transition: Transition) -> dict[str, Any]:

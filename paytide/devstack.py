@@ -95,6 +95,15 @@ def check_ports(settings: Settings) -> None:
         ("paytide API", settings.api_host, settings.api_port, "PAYTIDE_API_PORT"),
         ("sandbox gateway", settings.sandbox_host, settings.sandbox_port, "PAYTIDE_SANDBOX_PORT"),
     ]
+    if settings.worker_metrics_port:
+        wanted.append(
+            (
+                "worker's /metrics",
+                settings.worker_metrics_host,
+                settings.worker_metrics_port,
+                "PAYTIDE_WORKER_METRICS_PORT",
+            )
+        )
     busy = [item for item in wanted if not _port_free(item[1], item[2])]
     if busy:
         lines = [
@@ -313,6 +322,13 @@ def print_urls(settings: Settings, say: Callable[[str], None], api_key: str | No
     say(f"  Temporal UI    http://{host}:{settings.temporal_ui_port}")
     say(f"  Temporal gRPC  {settings.temporal_address}")
     say(f"  sandbox        {settings.effective_sandbox_url}")
+    say(f"  dashboard      {api}/dashboard")
+    say("                 (an operator key: paytide merchants create ops --role operator)")
+    if settings.worker_metrics_port:
+        say(
+            f"  worker metrics http://{settings.worker_metrics_host}:{settings.worker_metrics_port}"
+            "/metrics"
+        )
     say(f"  logs           {settings.state_dir / 'logs'}/")
     if api_key:
         say(f"  API key        {api_key}  (merchant {settings.default_merchant}, dev only)")

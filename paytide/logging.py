@@ -17,6 +17,7 @@ import structlog
 from temporalio import activity, workflow
 
 from paytide.settings import LogFormat, Settings
+from paytide.tracing import add_trace_ids
 
 REDACTED = "[redacted]"
 # Field names whose values are credentials; matched case-insensitively anywhere in the key.
@@ -99,6 +100,7 @@ def configure_logging(settings: Settings) -> None:
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
         _lift_temporal_context,
+        add_trace_ids,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact_secrets,
     ]

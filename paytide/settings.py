@@ -81,8 +81,19 @@ class Settings(BaseSettings):
     # (docs/decisions.md 28).
     workflow_sandbox: bool = False
 
+    # Where operators browse the Temporal Web UI (dashboard links); empty: the local dev UI.
+    temporal_ui_url: str = ""
+
     # Ledger
     database_url: str = ""
+
+    # Observability (docs/observability.md). The worker serves /metrics on its own port
+    # (0 turns it off); traces go to an OTLP/HTTP collector only when its URL is set.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
+    otlp_endpoint: str = ""
+    # A payment still open this long after it started counts as stuck on the dashboard.
+    dashboard_stuck_after: PositiveSeconds = 1800.0
 
     # API
     api_host: str = "127.0.0.1"
@@ -209,6 +220,13 @@ class Settings(BaseSettings):
     def _database_scheme(cls, value: str) -> str:
         if value and not value.startswith(("sqlite:///", "postgresql+psycopg://")):
             raise ValueError("expected sqlite:///PATH or postgresql+psycopg://USER@HOST:PORT/DB")
+        return value
+
+    @field_validator("otlp_endpoint", "temporal_ui_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^\s]+", value):
+            raise ValueError("expected an http(s) URL, for example http://127.0.0.1:4318")
         return value
 
     @field_validator("log_level")
@@ -340,6 +358,10 @@ class Settings(BaseSettings):
     @property
     def effective_api_url(self) -> str:
         return self.api_public_url or f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def effective_temporal_ui_url(self) -> str:
+        return (self.temporal_ui_url or f"http://127.0.0.1:{self.temporal_ui_port}").rstrip("/")
 
     @property
     def effective_sandbox_webhook_url(self) -> str:

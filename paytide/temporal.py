@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from temporalio.client import Client
+from collections.abc import Sequence
+
+from temporalio.client import Client, Interceptor
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import TLSConfig
 
 from paytide.codec import EncryptionCodec, data_converter
@@ -19,7 +22,19 @@ def _tls(settings: Settings) -> bool | TLSConfig:
     return settings.temporal_tls or settings.temporal_api_key is not None
 
 
-async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+def prometheus_runtime(bind_address: str) -> Runtime:
+    """A Temporal runtime whose SDK metrics (polls, task latencies, slots, sticky cache) are
+    served in Prometheus format on ``bind_address``; the worker's /metrics relays them."""
+    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind_address)))
+
+
+async def connect(
+    settings: Settings,
+    *,
+    lazy: bool = False,
+    runtime: Runtime | None = None,
+    interceptors: Sequence[Interceptor] = (),
+) -> Client:
     """Connect now, or with ``lazy`` on first use (the API starts even while Temporal is down).
 
     Every payload goes through the encryption codec, so the API and the worker, which both
@@ -33,4 +48,6 @@ async def connect(settings: Settings, *, lazy: bool = False) -> Client:
         tls=_tls(settings),
         lazy=lazy,
         data_converter=data_converter(EncryptionCodec(settings.payload_key_ring)),
+        runtime=runtime,
+        interceptors=interceptors,
     )

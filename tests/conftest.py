@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -88,9 +89,9 @@ def _unreachable(reason: str) -> None:
     pytest.skip(message + "; start it or set PAYTIDE_TEST_POSTGRES_DSN")
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh database for this test run, dropped at the end."""
+@contextmanager
+def _fresh_postgres() -> Iterator[str]:
+    """A new, migrated PostgreSQL database, dropped when the block ends."""
     name = f"paytide_test_{uuid.uuid4().hex[:10]}"
     try:
         admin = psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True, connect_timeout=3)
@@ -110,6 +111,13 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database for this test run, dropped at the end."""
+    with _fresh_postgres() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("ledger") / "ledger.db"
     engine = create_ledger_engine(f"sqlite:///{path}")
@@ -123,6 +131,23 @@ def database_url(request: pytest.FixtureRequest) -> str:
     """The ledger on each database paytide supports, migrated to head."""
     url: str = request.getfixturevalue(f"{request.param}_url")
     return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A ledger of its own on each database, for a test that reads global counts (the
+    dashboard) and must not see the payments of the session's other tests."""
+    if request.param == "postgres":
+        with _fresh_postgres() as url:
+            yield url
+        return
+    path = tmp_path_factory.mktemp("empty-ledger") / "ledger.db"
+    engine = create_ledger_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    yield f"sqlite:///{path}"
 
 
 @pytest.fixture

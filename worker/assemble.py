@@ -20,7 +20,9 @@ from activities.refund_ledger import RefundLedgerActivities
 from activities.risk import RiskActivities
 from gateways.base import Gateway
 from ledger.engine import SessionFactory
+from paytide.metrics import WorkerMetrics
 from paytide.settings import Settings
+from paytide.tracing import Tracing
 from workflows.contract import GatewayName
 from workflows.dispute import DisputeWorkflow
 from workflows.payment import PaymentWorkflow
@@ -60,13 +62,19 @@ def build_worker(
     http: httpx.AsyncClient,
     executor: Executor,
     task_queue: str | None = None,
+    metrics: WorkerMetrics | None = None,
+    tracing: Tracing | None = None,
 ) -> Worker:
-    ledger = LedgerActivities(sessions)
+    """``metrics`` and ``tracing``: this worker's own registry and tracer (fresh, and off, when
+    not given)."""
+    metrics = metrics or WorkerMetrics()
+    tracing = tracing or Tracing()
+    ledger = LedgerActivities(sessions, metrics)
     refund_ledger = RefundLedgerActivities(sessions)
     dispute_ledger = DisputeLedgerActivities(sessions)
     risk = RiskActivities.from_settings(sessions, settings)
     admission = AdmissionActivities(sessions, risk)
-    gateway = GatewayActivities(gateways)
+    gateway = GatewayActivities(gateways, metrics=metrics, tracer=tracing.tracer)
     secret = settings.merchant_callback_secret
     ops_secret = settings.ops_alert_secret
     notify = NotificationActivities(
@@ -76,7 +84,9 @@ def build_worker(
         signing_secret=secret.get_secret_value() if secret else None,
         ops_url=settings.ops_alert_url or None,
         ops_secret=ops_secret.get_secret_value() if ops_secret else None,
+        metrics=metrics,
     )
+    interceptor = tracing.interceptor()
     return Worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
@@ -107,4 +117,6 @@ def build_worker(
         ],
         # Ledger and risk activities are synchronous database code; they run on these threads.
         activity_executor=executor,
+        # Spans for each workflow run and activity, continuing the trace the API started.
+        interceptors=[interceptor] if interceptor else [],
     )

@@ -29,10 +29,14 @@ from ledger import merchants
 from ledger import payments as ledger
 from ledger.engine import create_ledger_engine, session_factory, transaction
 from paytide.api_keys import KeyMode, Role
+from paytide.metrics import ApiMetrics, WorkerMetrics
 from paytide.settings import Settings
+from paytide.temporal import prometheus_runtime
+from paytide.tracing import Tracing
 from tests.support.serve import bound_socket, serve, url_of
 from tests.support.webhook_recorder import WebhookRecorder
 from worker.assemble import build_worker
+from worker.metrics_server import free_loopback_address, serving_metrics
 
 FINAL = {"succeeded", "failed", "blocked", "canceled", "conflicted"}
 MERCHANT_SECRET = "whsec_merchant_test"
@@ -60,6 +64,10 @@ class Stack:
     # `api` acts for settings.default_merchant with this key; `operator` holds an operator's key.
     api_key: str
     operator: httpx.AsyncClient
+    # This stack's own registries, and where the in-process worker serves its /metrics.
+    api_metrics: ApiMetrics
+    worker_metrics: WorkerMetrics
+    worker_metrics_url: str | None = None
 
     @property
     def auth_headers(self) -> dict[str, str]:
@@ -154,6 +162,8 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
         "log_format": "json",
     }
     env.update({f"PAYTIDE_{k.upper()}": v for k, v in names.items()})
+    # Several test workers (and a developer's own stack) run at once: no fixed metrics port.
+    env["PAYTIDE_WORKER_METRICS_PORT"] = "0"
     if settings.merchant_callback_secret is not None:
         env["PAYTIDE_MERCHANT_CALLBACK_SECRET"] = (
             settings.merchant_callback_secret.get_secret_value()
@@ -168,10 +178,19 @@ async def running_stack(
     *,
     in_process_worker: bool = True,
     api_sock: socket.socket | None = None,
+    tracing: Tracing | None = None,
+    sdk_metrics: bool = False,
     **extra: Any,
 ) -> AsyncIterator[Stack]:
     """``api_sock``: a socket bound by the caller, when something must know the API's URL
-    before the stack starts (a gateway test server that posts webhooks to it)."""
+    before the stack starts (a gateway test server that posts webhooks to it).
+
+    ``tracing``: one tracer for the API and the worker (off by default). ``sdk_metrics``: the
+    worker connects through its own Temporal runtime with Prometheus telemetry, so its /metrics
+    carries the SDK's series too (a runtime costs threads; only tests that read them ask)."""
+    tracing = tracing or Tracing()
+    api_metrics, worker_metrics = ApiMetrics(), WorkerMetrics()
+    worker_metrics_url: str | None = None
     api_sock, sandbox_sock = api_sock or bound_socket(), bound_socket()
     merchant = WebhookRecorder()
     async with AsyncExitStack() as stack:
@@ -190,19 +209,35 @@ async def running_stack(
             )
         )
         await stack.enter_async_context(serve(sandbox_app, sock=sandbox_sock))
-        await stack.enter_async_context(serve(create_app(settings, temporal=client), sock=api_sock))
+        app = create_app(settings, temporal=client, metrics=api_metrics, tracing=tracing)
+        await stack.enter_async_context(serve(app, sock=api_sock))
         engine = create_ledger_engine(database_url)
         stack.callback(engine.dispose)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=20))
         if in_process_worker:
             executor = stack.enter_context(ThreadPoolExecutor(max_workers=16))
+            worker_client, sdk_address = client, None
+            if sdk_metrics:
+                sdk_address = free_loopback_address()
+                worker_client = await Client.connect(
+                    settings.temporal_address,
+                    namespace=settings.temporal_namespace,
+                    data_converter=client.data_converter,
+                    runtime=prometheus_runtime(sdk_address),
+                )
+            endpoint = stack.enter_context(
+                serving_metrics(worker_metrics.registry, "127.0.0.1", 0, sdk_address=sdk_address)
+            )
+            worker_metrics_url = endpoint.url
             worker = build_worker(
-                client,
+                worker_client,
                 settings,
                 sessions=session_factory(engine),
                 gateways=build_gateways(settings, http),
                 http=http,
                 executor=executor,
+                metrics=worker_metrics,
+                tracing=tracing,
             )
             await stack.enter_async_context(worker)
         # One key per stack for the default merchant, so tests keep their merchant's ids.
@@ -233,4 +268,7 @@ async def running_stack(
             merchant=merchant,
             api_key=api_key,
             operator=operator,
+            api_metrics=api_metrics,
+            worker_metrics=worker_metrics,
+            worker_metrics_url=worker_metrics_url,
         )

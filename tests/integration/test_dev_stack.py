@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 STARTUP_SECONDS = 150
 
@@ -94,6 +95,7 @@ def dev_env(state_dir: Path) -> dict[str, str]:
             "PAYTIDE_TEMPORAL_UI_PORT": str(_free_port()),
             "PAYTIDE_API_PORT": str(_free_port()),
             "PAYTIDE_SANDBOX_PORT": str(_free_port()),
+            "PAYTIDE_WORKER_METRICS_PORT": str(_free_port()),
             "PAYTIDE_LOG_FORMAT": "json",
         }
     )
@@ -129,7 +131,8 @@ def _stop(run: DevRun) -> set[int]:
 
 
 def test_dev_brings_up_the_stack_takes_a_payment_and_stops_cleanly(tmp_path: Path) -> None:
-    """The README's first command: ready, a demo key, demo payment succeeds, no orphans."""
+    """The README's first command: ready, a demo key, demo payment succeeds (and the worker's
+    /metrics counts it), no orphans."""
     env = dev_env(tmp_path / "state")
     with paytide_dev(env) as run:
         run.read_until(r"paytide is up")
@@ -152,6 +155,25 @@ def test_dev_brings_up_the_stack_takes_a_payment_and_stops_cleanly(tmp_path: Pat
         assert listed.status_code == 200
         executions = listed.json()["executions"]
         assert executions and all(e["type"]["name"] == "PaymentWorkflow" for e in executions)
+        # The worker process serves its own series and the Temporal SDK's on one port.
+        scraped = httpx.get(
+            f"http://127.0.0.1:{env['PAYTIDE_WORKER_METRICS_PORT']}/metrics", timeout=10
+        ).text
+        succeeded = [
+            sample.value
+            for family in text_string_to_metric_families(scraped)
+            for sample in family.samples
+            if sample.name == "paytide_payments_final_total"
+            and sample.labels
+            == {
+                "status": "succeeded",
+                "gateway": "sandbox",
+                "currency": "USD",
+                "failure_code": "none",
+            }
+        ]
+        assert succeeded == [1.0], scraped[:2000]
+        assert "temporal_workflow_task_schedule_to_start_latency_bucket" in scraped
         children = _stop(run)
 
     time.sleep(0.5)
