@@ -16,6 +16,12 @@ Identifier = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x21
 MAX_METADATA_KEYS = 40
 MAX_METADATA_KEY = 40
 MAX_METADATA_VALUE = 500
+# A deliverable address, without the RFC's exotic forms (quoted parts, comments, IP literals):
+# visible ASCII before the @, a dotted DNS name after it. Nothing here can break an email header.
+EMAIL_PATTERN = (
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
 # 13-19 digits, possibly grouped by spaces or dashes: the shape of a card number.
 _PAN = re.compile(r"^(?:\d[ -]?){12,18}\d$")
 
@@ -48,6 +54,17 @@ class CreatePayment(Strict):
     ip_address: IPvAnyAddress | None = None
     device_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     location: Location | None = None
+    customer_email: (
+        Annotated[
+            str,
+            Field(
+                max_length=254,
+                pattern=EMAIL_PATTERN,
+                description="where the receipt goes; personal data, never shown back",
+            ),
+        ]
+        | None
+    ) = None
 
     @field_validator("currency")
     @classmethod

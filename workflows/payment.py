@@ -844,6 +844,7 @@ class PaymentWorkflow:
             next_deadline=self._next_deadline,
             created_at=self._created_at,
             updated_at=self._updated_at,
+            customer_email=self._request.customer_email,
         )
 
     # ---- Recording ------------------------------------------------------------------------
