@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
@@ -135,3 +136,62 @@ class CreateRefund(Strict):
     @classmethod
     def _bounded_metadata(cls, value: dict[str, str]) -> dict[str, str]:
         return bounded_metadata(value)
+
+
+EventType = Literal[
+    "payment.succeeded",
+    "payment.failed",
+    "payment.requires_action",
+    "payment.blocked",
+    "payment.in_review",
+    "payment.canceled",
+    "refund.succeeded",
+    "refund.failed",
+    "dispute.opened",
+    "dispute.closed",
+]
+EndpointUrl = Annotated[
+    str,
+    Field(
+        min_length=8,
+        max_length=2000,
+        pattern=r"^https?://[^\s/?#@]+(?:[/?#][\x21-\x7e]*)?$",
+        description="http(s) URL that receives the signed events",
+    ),
+]
+EventList = Annotated[list[EventType], Field(min_length=1, max_length=len(EventType.__args__))]
+Description = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _checked_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise PydanticCustomError("invalid_url", "url must be an http or https URL with a host")
+    try:
+        parts.port  # noqa: B018 - raises on an out-of-range or non-numeric port
+    except ValueError:
+        raise PydanticCustomError("invalid_url", "url has an invalid port") from None
+    return value
+
+
+class CreateWebhookEndpoint(Strict):
+    url: EndpointUrl
+    events: EventList
+    description: Description | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _checked_url(value)
+
+
+class UpdateWebhookEndpoint(Strict):
+    url: EndpointUrl | None = None
+    events: EventList | None = None
+    description: Description | None = None
+    status: Literal["enabled", "disabled"] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _checked_url(value)

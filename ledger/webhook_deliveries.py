@@ -32,6 +32,7 @@ class DeliveryView:
     event_id: str
     event_type: str
     endpoint_id: str
+    merchant_id: str
     status: str
     attempts: int
     redrives: int
@@ -48,6 +49,7 @@ def view_of(row: WebhookDelivery) -> DeliveryView:
         event_id=row.event_id,
         event_type=row.event_type,
         endpoint_id=row.endpoint_id,
+        merchant_id=row.merchant_id,
         status=row.status,
         attempts=row.attempts,
         redrives=row.redrives,
@@ -216,4 +218,17 @@ def attempts_of(session: Session, delivery_id: str) -> list[WebhookDeliveryAttem
             .where(WebhookDeliveryAttempt.delivery_id == delivery_id)
             .order_by(col(WebhookDeliveryAttempt.attempt))
         )
+    )
+
+
+def release_redrive(session: Session, delivery_id: str, round: int) -> None:
+    """The re-drive's workflow could not be started: the delivery is a dead letter again."""
+    session.execute(
+        update(WebhookDelivery)
+        .where(
+            col(WebhookDelivery.id) == delivery_id,
+            col(WebhookDelivery.status) == PENDING,
+            col(WebhookDelivery.redrives) == round,
+        )
+        .values(status=FAILED, redrives=round - 1, updated_at=utcnow())
     )

@@ -7,10 +7,14 @@ dead letter, still make one delivery.
 
 from __future__ import annotations
 
+import asyncio
+
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from ledger import webhook_deliveries as deliveries
+from ledger.engine import SessionFactory, transaction
 from paytide.settings import Settings
 from workflows.delivery_contract import DeliveryInput, DeliverySettings, ReceiptInput
 
@@ -61,3 +65,56 @@ async def start_receipt(client: Client, task_queue: str, input: ReceiptInput) ->
     except WorkflowAlreadyStartedError:
         return False
     return True
+
+
+class NotRedrivable(Exception):
+    """The delivery is unknown to this merchant, or not a dead letter; ``status`` says which."""
+
+    def __init__(self, delivery_id: str, status: str | None) -> None:
+        super().__init__(delivery_id, status)
+        self.delivery_id = delivery_id
+        self.status = status
+
+
+async def redrive(
+    client: Client,
+    settings: Settings,
+    sessions: SessionFactory,
+    delivery_id: str,
+    *,
+    merchant_id: str | None = None,
+) -> deliveries.DeliveryView:
+    """Put one dead letter back on the road: a new round with a fresh retry window. Raises
+    NotRedrivable; a Temporal error leaves it a dead letter and propagates."""
+
+    def claim() -> tuple[deliveries.DeliveryView, int]:
+        with transaction(sessions) as session:
+            row = deliveries.get(session, delivery_id)
+            if row is None or (merchant_id is not None and row.merchant_id != merchant_id):
+                raise NotRedrivable(delivery_id, None)
+            round = deliveries.claim_redrive(session, delivery_id)
+            if round is None:
+                raise NotRedrivable(delivery_id, row.status)
+            return deliveries.view_of(row), round
+
+    view, round = await asyncio.to_thread(claim)
+    delivery = DeliveryInput(
+        delivery_id=view.id,
+        event_id=view.event_id,
+        event_type=view.event_type,
+        endpoint_id=view.endpoint_id,
+        merchant_id=view.merchant_id,
+        round=round,
+        settings=delivery_settings(settings),
+    )
+    try:
+        await start_delivery(client, settings.temporal_task_queue, delivery)
+    except BaseException:
+
+        def release() -> None:
+            with transaction(sessions) as session:
+                deliveries.release_redrive(session, delivery_id, round)
+
+        await asyncio.to_thread(release)
+        raise
+    return view
