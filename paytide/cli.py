@@ -440,6 +440,7 @@ def cmd_notifications_redrive(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
+@contextmanager
 def _ledger_session(settings: Settings) -> Iterator[Session]:
     from sqlalchemy import inspect
 
