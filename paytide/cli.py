@@ -369,7 +369,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
 # ---- merchants and API keys (ledger side in ledger/merchants.py) ----------------------------
 
 
-@contextlib.contextmanager
 def _since(text: str) -> datetime:
     """An ISO 8601 time (UTC when no offset is given) or a duration back from now (2h, 1d)."""
     try:
@@ -440,7 +439,7 @@ def cmd_notifications_redrive(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
-@contextmanager
+@contextlib.contextmanager
 def _ledger_session(settings: Settings) -> Iterator[Session]:
     from sqlalchemy import inspect
 
