@@ -204,6 +204,9 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_timeout: PositiveSeconds = 10.0
     receipt_from: str = "receipts@paytide.localhost"
+    # `paytide dev` runs its SMTP sink here when smtp_host is empty; messages land in
+    # <state_dir>/mail/*.eml.
+    dev_smtp_port: Port = 2525
 
     # Payload encryption (docs/operations.md, "Encrypted payloads"). KEY_ID:BASE64_KEY pairs,
     # comma-separated: the first encrypts new payloads, every one decrypts (rotation). Unset:
