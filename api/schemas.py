@@ -155,12 +155,13 @@ EndpointUrl = Annotated[
     Field(
         min_length=8,
         max_length=2000,
-        pattern=r"^https?://[^\s/?#@]+(?:[/?#][\x21-\x7e]*)?$",
+        pattern=r"^https?://[^\s/?#@\x00-\x1f\x7f]+(?:[/?#][\x21-\x7e]*)?$",
         description="http(s) URL that receives the signed events",
     ),
 ]
 EventList = Annotated[list[EventType], Field(min_length=1, max_length=len(EventType.__args__))]
-Description = Annotated[str, Field(min_length=1, max_length=200)]
+# No control characters: PostgreSQL refuses NUL in text, and a log line should stay one line.
+Description = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 def _checked_url(value: str) -> str:

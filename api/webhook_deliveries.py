@@ -3,6 +3,7 @@ and the re-drive of one dead letter."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -19,6 +20,8 @@ from paytide.logging import get_logger
 from paytide.webhook_dispatch import NotRedrivable, redrive
 
 log = get_logger("paytide.api.webhook_deliveries")
+# Ids are ours (whd_ + hex): anything else is unknown without asking the database.
+DELIVERY_ID = re.compile(r"^whd_[0-9a-f]{1,36}$")
 
 
 def public_delivery(view: ledger.DeliveryView) -> dict[str, Any]:
@@ -51,6 +54,8 @@ async def list_deliveries(request: Request) -> Response:
         raise ApiError(400, "invalid_query", f"status must be one of {list(ledger.STATUSES)}")
     limit = query_int(params.get("limit"), "limit", 20, 1, 100)
     cursor = params.get("cursor") or None
+    if cursor is not None and not DELIVERY_ID.match(cursor):
+        raise ApiError(400, "invalid_query", "cursor must be the next_cursor of a previous page")
 
     def read() -> list[ledger.DeliveryView]:
         with transaction(state.sessions) as session:
@@ -72,6 +77,8 @@ async def retry_delivery(request: Request) -> Response:
     state = state_of(request)
     merchant = merchant_of(request)
     delivery_id = request.path_params["delivery_id"]
+    if not DELIVERY_ID.match(delivery_id):
+        raise ApiError(404, "webhook_delivery_not_found", f"no webhook delivery {delivery_id!r}")
     try:
         view = await redrive(
             state.temporal, state.settings, state.sessions, delivery_id, merchant_id=merchant

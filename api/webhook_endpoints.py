@@ -3,6 +3,7 @@ answer of the create and rotate calls only; the ledger holds it sealed."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,6 +20,9 @@ from ledger.engine import transaction
 from paytide.logging import get_logger
 
 log = get_logger("paytide.api.webhook_endpoints")
+# Ids are ours (we_ + hex): anything else is unknown without asking the database, which might
+# refuse the text (PostgreSQL and NUL).
+ENDPOINT_ID = re.compile(r"^we_[0-9a-f]{1,37}$")
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -40,6 +44,13 @@ def public_endpoint(view: ledger.EndpointView, secret: str | None = None) -> dic
     if secret is not None:
         body["secret"] = secret
     return body
+
+
+def _endpoint_id(request: Request) -> str:
+    endpoint_id: str = request.path_params["endpoint_id"]
+    if not ENDPOINT_ID.match(endpoint_id):
+        raise _not_found(endpoint_id)
+    return endpoint_id
 
 
 def _not_found(endpoint_id: str) -> ApiError:
@@ -83,7 +94,7 @@ async def list_endpoints(request: Request) -> Response:
 async def get_endpoint(request: Request) -> Response:
     state = state_of(request)
     merchant = merchant_of(request)
-    endpoint_id = request.path_params["endpoint_id"]
+    endpoint_id = _endpoint_id(request)
 
     def read() -> ledger.EndpointView | None:
         with transaction(state.sessions) as session:
@@ -99,7 +110,7 @@ async def get_endpoint(request: Request) -> Response:
 async def _change(request: Request, body: UpdateWebhookEndpoint, event: str) -> ledger.EndpointView:
     state = state_of(request)
     merchant = merchant_of(request)
-    endpoint_id = request.path_params["endpoint_id"]
+    endpoint_id = _endpoint_id(request)
 
     def write() -> ledger.EndpointView | None:
         with transaction(state.sessions) as session:
@@ -136,7 +147,7 @@ async def disable_endpoint(request: Request) -> Response:
 async def rotate_secret(request: Request) -> Response:
     state = state_of(request)
     merchant = merchant_of(request)
-    endpoint_id = request.path_params["endpoint_id"]
+    endpoint_id = _endpoint_id(request)
     ring = state.settings.payload_key_ring
     overlap = timedelta(seconds=state.settings.webhook_secret_overlap)
 
