@@ -165,6 +165,19 @@ class NotificationActivities:
             },
         )
 
+    @activity.defn(name="emit_merchant_event")
+    async def emit_merchant_event(self, notification: NotificationInput) -> NotificationResult:
+        """Start the deliveries of one payment event to the merchant's endpoints (no callback);
+        ``delivered`` means handed to them, not received."""
+        payment = notification.payment
+        await self._emit(
+            notification.merchant_id,
+            payment.payment_id,
+            notification.event_type,
+            public_payment(payment),
+        )
+        return NotificationResult(delivered=True)
+
     @activity.defn(name="notify_merchant")
     async def notify_merchant(self, notification: NotificationInput) -> NotificationResult:
         payment = notification.payment

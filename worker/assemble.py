@@ -98,6 +98,7 @@ def build_worker(
             gateway.cancel,
             gateway.capture,
             notify.notify_merchant,
+            notify.emit_merchant_event,
             notify.alert_operators,
             # Refunds (workflows/refund.py).
             refund_ledger.reserve,

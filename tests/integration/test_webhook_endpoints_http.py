@@ -355,3 +355,23 @@ async def test_bad_endpoint_requests_are_4xx_and_change_nothing(
         query = await stack.api.get("/webhook-deliveries", params={"status": "lost"})
         assert query.status_code == 400
         assert query.json()["error"]["code"] == "invalid_query"
+
+
+async def test_requires_action_reaches_a_subscribed_endpoint(
+    codec_client: Client, database_url: str, receiver: tuple[WebhookRecorder, str]
+) -> None:
+    """A 3-D Secure payment's payment.requires_action goes to the endpoint that subscribed to
+    it, signed, with the public payment in requires_action."""
+    recorder, url = receiver
+    async with own_stack(codec_client, database_url, **FAST_RETRIES) as stack:
+        endpoint = await add_endpoint(stack, url, "payment.requires_action")
+        recorder.secrets = [endpoint["secret"]]
+        created = await stack.pay(payment_method="pm_sandbox_3ds")
+        assert created.status_code == 201, created.text
+        assert created.json()["status"] == "requires_action"
+        got = await recorder.wait_for(lambda w: w.json()["data"]["id"] == created.json()["id"])
+        assert got.json()["type"] == "payment.requires_action"
+        assert got.json()["data"]["status"] == "requires_action"
+        assert got.headers["paytide-event-id"] == event_id(
+            created.json()["id"], "payment.requires_action"
+        )
