@@ -88,6 +88,7 @@ def local_stack(*, temporal_db: str, database_url: str) -> Iterator[RunningStack
             "PAYTIDE_TEMPORAL_DEV_DB": temporal_db,
             "PAYTIDE_API_PORT": str(api_port),
             "PAYTIDE_SANDBOX_PORT": str(_free_port()),
+            "PAYTIDE_DEV_SMTP_PORT": str(_free_port()),
             "PAYTIDE_SANDBOX_WEBHOOK_DELAY": "0",
             "PAYTIDE_LOG_LEVEL": "WARNING",
             # One merchant at full speed: the per-key limit would otherwise measure itself.

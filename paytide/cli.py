@@ -100,6 +100,8 @@ def _demo_payment(settings: Settings, api_key: str) -> None:
         "payment_method": "pm_sandbox_ok",
         "order_id": f"order_{key}",
         "description": "paytide dev demo payment",
+        # Its receipt lands in the dev SMTP sink's folder (printed above).
+        "customer_email": "demo.customer@example.com",
     }
     _say(f"\ntaking a demo payment (Idempotency-Key: {key})")
     auth = {"Authorization": f"Bearer {api_key}"}
