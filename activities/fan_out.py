@@ -105,6 +105,15 @@ class EventFanOut:
         await asyncio.to_thread(write)
 
     async def receipt(self, receipt: ReceiptInput) -> bool:
+        """Start the customer's receipt, when SMTP is configured and the payment has an address."""
         if not self._receipts or receipt.event_type not in RECEIPT_EVENTS:
+            return False
+
+        def has_address() -> bool:
+            with transaction(self._sessions) as session:
+                row = session.get(Payment, receipt.payment_id)
+                return row is not None and row.customer_email_sealed is not None
+
+        if not await asyncio.to_thread(has_address):
             return False
         return await start_receipt(self._client, self._task_queue, receipt)
