@@ -37,7 +37,7 @@ from api.rate_limit import RateLimiter
 from api.refunds import create_refund, get_refund, list_refunds
 from api.reviews import list_reviews, review_payment
 from api.state import ApiState
-from api.webhook_deliveries import list_deliveries, retry_delivery
+from api.webhook_deliveries import get_delivery, list_deliveries, retry_delivery
 from api.webhook_endpoints import (
     create_endpoint,
     disable_endpoint,
@@ -73,6 +73,7 @@ ROUTES = [
     Route("/webhook-endpoints/{endpoint_id}/disable", disable_endpoint, methods=["POST"]),
     Route("/webhook-endpoints/{endpoint_id}/rotate-secret", rotate_secret, methods=["POST"]),
     Route("/webhook-deliveries", list_deliveries, methods=["GET"]),
+    Route("/webhook-deliveries/{delivery_id}", get_delivery, methods=["GET"]),
     Route("/webhook-deliveries/{delivery_id}/retry", retry_delivery, methods=["POST"]),
     Route("/webhooks/{gateway}", receive_webhook, methods=["POST"]),
     Route("/codec/encode", encode_payloads, methods=["POST", "OPTIONS"]),

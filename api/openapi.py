@@ -204,6 +204,18 @@ class WebhookDeliveryOut(BaseModel):
     delivered_at: str | None
 
 
+class DeliveryAttemptOut(BaseModel):
+    attempt: int
+    status_code: int | None = Field(description="null when no answer came (network error)")
+    latency_ms: int
+    error: str | None
+    at: str
+
+
+class WebhookDeliveryDetail(WebhookDeliveryOut):
+    attempt_log: list[DeliveryAttemptOut] = Field(description="every attempt, oldest first")
+
+
 class WebhookDeliveryList(BaseModel):
     object: Literal["list"]
     data: list[WebhookDeliveryOut]
@@ -244,6 +256,7 @@ _MODELS: list[type[BaseModel]] = [
     WebhookEndpointWithSecret,
     WebhookEndpointList,
     WebhookDeliveryOut,
+    WebhookDeliveryDetail,
     WebhookDeliveryList,
     CodecPayloads,
 ]
@@ -548,6 +561,15 @@ OPERATIONS: list[Operation] = [
             _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "page size"),
             _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
         ],
+        tag="notifications",
+    ),
+    Operation(
+        method="get",
+        path="/webhook-deliveries/{delivery_id}",
+        summary="One delivery and every attempt the ledger logged",
+        ok={200: ("the delivery", WebhookDeliveryDetail)},
+        errors=(404, *_COMMON_ERRORS),
+        parameters=[_DELIVERY_ID],
         tag="notifications",
     ),
     Operation(

@@ -16,6 +16,7 @@ from api.errors import ApiError
 from api.payments import query_int
 from ledger import webhook_deliveries as ledger
 from ledger.engine import transaction
+from ledger.merchants import aware
 from paytide.logging import get_logger
 from paytide.webhook_dispatch import NotRedrivable, redrive
 
@@ -70,6 +71,37 @@ async def list_deliveries(request: Request) -> Response:
             "next_cursor": page[-1].id if len(rows) > limit else None,
         }
     )
+
+
+async def get_delivery(request: Request) -> Response:
+    """One delivery with every attempt the ledger logged, oldest first."""
+    state = state_of(request)
+    merchant = merchant_of(request)
+    delivery_id = request.path_params["delivery_id"]
+    if not DELIVERY_ID.match(delivery_id):
+        raise ApiError(404, "webhook_delivery_not_found", f"no webhook delivery {delivery_id!r}")
+
+    def read() -> dict[str, Any] | None:
+        with transaction(state.sessions) as session:
+            row = ledger.get(session, delivery_id)
+            if row is None or row.merchant_id != merchant:
+                return None
+            attempts = [
+                {
+                    "attempt": attempt.attempt,
+                    "status_code": attempt.status_code,
+                    "latency_ms": attempt.latency_ms,
+                    "error": attempt.error,
+                    "at": (aware(attempt.created_at) or attempt.created_at).isoformat(),
+                }
+                for attempt in ledger.attempts_of(session, delivery_id)
+            ]
+            return {**public_delivery(ledger.view_of(row)), "attempt_log": attempts}
+
+    found = await run_in_threadpool(read)
+    if found is None:
+        raise ApiError(404, "webhook_delivery_not_found", f"no webhook delivery {delivery_id!r}")
+    return JSONResponse(found)
 
 
 async def retry_delivery(request: Request) -> Response:

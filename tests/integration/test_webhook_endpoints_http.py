@@ -143,6 +143,12 @@ async def test_two_500s_then_200_logs_three_attempts_and_delivers_once(
         assert listed.status_code == 200, listed.text
         mine = [d for d in listed.json()["data"] if d["id"] == row.id]
         assert [(d["attempts"], d["last_status_code"]) for d in mine] == [(3, 200)]
+        detail = await stack.api.get(f"/webhook-deliveries/{row.id}")
+        assert detail.status_code == 200, detail.text
+        log = detail.json()["attempt_log"]
+        assert [(a["attempt"], a["status_code"]) for a in log] == [(1, 500), (2, 500), (3, 200)]
+        assert [a["error"] for a in log] == ["endpoint answered 500"] * 2 + [None]
+        assert all(a["latency_ms"] >= 0 for a in log)
 
 
 async def test_dead_letter_alerts_operators_and_the_api_redrives_it(
@@ -152,7 +158,8 @@ async def test_dead_letter_alerts_operators_and_the_api_redrives_it(
     ops: tuple[WebhookRecorder, str],
 ) -> None:
     """A receiver down for the whole window makes a failed delivery that the operators hear
-    of; POST /webhook-deliveries/{id}/retry then delivers it, once, and a second retry is 409."""
+    of; only its merchant may re-drive it; POST /webhook-deliveries/{id}/retry then delivers it,
+    once, and a second retry is 409."""
     recorder, url = receiver
     ops_recorder, ops_url = ops
     recorder.down = True
@@ -182,6 +189,12 @@ async def test_dead_letter_alerts_operators_and_the_api_redrives_it(
         verify(alert.headers["paytide-signature"], alert.body, [OPS_SECRET], 300, time.time())
         assert alert.json()["data"]["delivery_id"] == row.id
         assert recorder.event_ids == {}
+
+        # Another merchant's key neither sees nor re-drives it.
+        foreign = await stack.operator.post(f"/webhook-deliveries/{row.id}/retry")
+        assert foreign.status_code == 404
+        assert (await stack.operator.get(f"/webhook-deliveries/{row.id}")).status_code == 404
+        assert (await stack.api.get(f"/webhook-deliveries/{row.id}")).json()["status"] == "failed"
 
         recorder.down = False
         retried = await stack.api.post(f"/webhook-deliveries/{row.id}/retry")
