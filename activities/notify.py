@@ -1,4 +1,5 @@
-"""Telling the merchant: a signed event POSTed to the merchant's callback URL."""
+"""Telling the merchant: a signed event POSTed to the merchant's callback URL, and the same event
+fanned out to the merchant's webhook endpoints (activities/fan_out.py)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,25 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.fan_out import Event, EventFanOut
 from gateways.signing import sign
 from ledger import payments
 from ledger.engine import SessionFactory, transaction
 from paytide.metrics import WorkerMetrics
+from ledger.models import Payment
 from workflows.contract import NotificationInput, NotificationResult, OperatorAlert
+from workflows.delivery_contract import DeadLetter, ReceiptInput
 from workflows.dispute_contract import DisputeNotification
 from workflows.public import public_dispute, public_payment, public_refund
 from workflows.refund_contract import RefundNotification
 
 SIGNATURE_HEADER = "Paytide-Signature"
+# The dispute workflow's kinds, as merchants' endpoints subscribe to them.
+_DISPUTE_EVENTS = {
+    "dispute.created": "dispute.opened",
+    "dispute.won": "dispute.closed",
+    "dispute.lost": "dispute.closed",
+}
 
 
 class _Undelivered(Exception):
@@ -45,6 +55,7 @@ class NotificationActivities:
         ops_url: str | None = None,
         ops_secret: str | None = None,
         metrics: WorkerMetrics | None = None,
+        fan_out: EventFanOut | None = None,
     ) -> None:
         self._metrics = metrics or WorkerMetrics()
         self._client = client
@@ -53,6 +64,7 @@ class NotificationActivities:
         self._secret = signing_secret
         self._ops_url = ops_url
         self._ops_secret = ops_secret
+        self._fan_out = fan_out
 
     async def _post(self, url: str, secret: str, event: str, kind: str, data: Any) -> int:
         """POST one signed event; the status code of a 2xx answer, else a retryable error."""
@@ -83,9 +95,32 @@ class NotificationActivities:
             raise ApplicationError(f"ops alert {error}", type="alert_failed") from error
         return NotificationResult(delivered=True, status_code=status)
 
+    async def _emit(self, merchant_id: str | None, subject_id: str, kind: str, data: Any) -> None:
+        if self._fan_out is None or merchant_id is None:
+            return
+        await self._fan_out.emit(
+            Event(
+                event_id=event_id(subject_id, kind),
+                event_type=kind,
+                merchant_id=merchant_id,
+                data=data,
+            )
+        )
+
+    def _merchant_of(self, payment_id: str) -> str | None:
+        with transaction(self._sessions) as session:
+            row = session.get(Payment, payment_id)
+            return row.merchant_id if row is not None else None
+
     @activity.defn(name="alert_operators")
     async def alert_operators(self, alert: OperatorAlert) -> NotificationResult:
         """Tell the operators' channel about a payment that needs a human, with its factors."""
+        if alert.kind == "payment.in_review":
+            # The merchant's endpoints hear of the review too; the workflow has no separate
+            # merchant notification for it (its history stays as it was).
+            payment_id = alert.payment.payment_id
+            merchant = await asyncio.to_thread(self._merchant_of, payment_id)
+            await self._emit(merchant, payment_id, alert.kind, public_payment(alert.payment))
         return await self._alert(
             alert.payment.payment_id, alert.kind, public_payment(alert.payment)
         )
@@ -121,9 +156,53 @@ class NotificationActivities:
         await self._record(payment_id, record_as, "delivered", attempt, None)
         return NotificationResult(delivered=True, status_code=status)
 
+    @activity.defn(name="alert_operators_dead_letter")
+    async def alert_operators_dead_letter(self, letter: DeadLetter) -> NotificationResult:
+        """Tell the operators that a merchant's endpoint never took an event."""
+        return await self._alert(
+            letter.delivery_id,
+            "webhook.dead_letter",
+            {
+                "delivery_id": letter.delivery_id,
+                "event_id": letter.event_id,
+                "event_type": letter.event_type,
+                "endpoint_id": letter.endpoint_id,
+                "merchant_id": letter.merchant_id,
+                "error": letter.error,
+            },
+        )
+
+    @activity.defn(name="emit_merchant_event")
+    async def emit_merchant_event(self, notification: NotificationInput) -> NotificationResult:
+        """Start the deliveries of one payment event to the merchant's endpoints (no callback);
+        ``delivered`` means handed to them, not received."""
+        payment = notification.payment
+        await self._emit(
+            notification.merchant_id,
+            payment.payment_id,
+            notification.event_type,
+            public_payment(payment),
+        )
+        return NotificationResult(delivered=True)
+
     @activity.defn(name="notify_merchant")
     async def notify_merchant(self, notification: NotificationInput) -> NotificationResult:
-        payment_id = notification.payment.payment_id
+        payment = notification.payment
+        payment_id = payment.payment_id
+        kind = notification.event_type
+        await self._emit(notification.merchant_id, payment_id, kind, public_payment(payment))
+        if self._fan_out is not None and kind == "payment.succeeded" and payment.customer_email:
+            await self._fan_out.remember_email(payment_id, payment.customer_email)
+            await self._fan_out.receipt(
+                ReceiptInput(
+                    event_id=event_id(payment_id, kind),
+                    event_type=kind,
+                    payment_id=payment_id,
+                    amount_minor=payment.amount_minor,
+                    currency=payment.currency,
+                    order_id=payment.order_id,
+                )
+            )
         return await self._notify(
             payment_id,
             payment_id,
@@ -135,6 +214,19 @@ class NotificationActivities:
     @activity.defn(name="notify_merchant_refund")
     async def notify_merchant_refund(self, notification: RefundNotification) -> NotificationResult:
         refund = notification.refund
+        kind = notification.event_type
+        await self._emit(notification.merchant_id, refund.refund_id, kind, public_refund(refund))
+        if self._fan_out is not None and kind == "refund.succeeded":
+            await self._fan_out.receipt(
+                ReceiptInput(
+                    event_id=event_id(refund.refund_id, kind),
+                    event_type=kind,
+                    payment_id=refund.payment_id,
+                    amount_minor=refund.amount_minor,
+                    currency=refund.currency,
+                    refund_id=refund.refund_id,
+                )
+            )
         return await self._notify(
             refund.payment_id,
             refund.refund_id,
@@ -149,6 +241,11 @@ class NotificationActivities:
         self, notification: DisputeNotification
     ) -> NotificationResult:
         dispute = notification.dispute
+        merchant_kind = _DISPUTE_EVENTS.get(notification.event_type)
+        if merchant_kind is not None:
+            await self._emit(
+                dispute.merchant_id, dispute.dispute_id, merchant_kind, public_dispute(dispute)
+            )
         if dispute.payment_id is None:
             # A dispute on a charge this ledger does not know has no merchant to tell.
             return NotificationResult(delivered=False, skipped_reason="unknown_payment")

@@ -39,6 +39,15 @@ from api.rate_limit import RateLimiter
 from api.refunds import create_refund, get_refund, list_refunds
 from api.reviews import list_reviews, review_payment
 from api.state import ApiState
+from api.webhook_deliveries import get_delivery, list_deliveries, retry_delivery
+from api.webhook_endpoints import (
+    create_endpoint,
+    disable_endpoint,
+    get_endpoint,
+    list_endpoints,
+    rotate_secret,
+    update_endpoint,
+)
 from api.webhooks import receive_webhook
 from gateways.registry import build_verifiers
 from ledger.engine import create_ledger_engine, session_factory
@@ -64,6 +73,15 @@ ROUTES = [
     Route("/payments/{payment_id}/refunds", list_refunds, methods=["GET"]),
     Route("/payments/{payment_id}/refunds/{refund_id}", get_refund, methods=["GET"]),
     Route("/reviews", list_reviews, methods=["GET"]),
+    Route("/webhook-endpoints", create_endpoint, methods=["POST"]),
+    Route("/webhook-endpoints", list_endpoints, methods=["GET"]),
+    Route("/webhook-endpoints/{endpoint_id}", get_endpoint, methods=["GET"]),
+    Route("/webhook-endpoints/{endpoint_id}", update_endpoint, methods=["POST"]),
+    Route("/webhook-endpoints/{endpoint_id}/disable", disable_endpoint, methods=["POST"]),
+    Route("/webhook-endpoints/{endpoint_id}/rotate-secret", rotate_secret, methods=["POST"]),
+    Route("/webhook-deliveries", list_deliveries, methods=["GET"]),
+    Route("/webhook-deliveries/{delivery_id}", get_delivery, methods=["GET"]),
+    Route("/webhook-deliveries/{delivery_id}/retry", retry_delivery, methods=["POST"]),
     Route("/webhooks/{gateway}", receive_webhook, methods=["POST"]),
     Route("/codec/encode", encode_payloads, methods=["POST", "OPTIONS"]),
     Route("/codec/decode", decode_payloads, methods=["POST", "OPTIONS"]),

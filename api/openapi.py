@@ -16,7 +16,16 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from api.schemas import CancelBody, CaptureBody, CreatePayment, CreateRefund, ReviewBody
+from api.schemas import (
+    CancelBody,
+    CaptureBody,
+    CreatePayment,
+    CreateRefund,
+    CreateWebhookEndpoint,
+    EventType,
+    ReviewBody,
+    UpdateWebhookEndpoint,
+)
 from workflows.contract import CaptureMethod, DisputeState, GatewayName, PaymentStatus, RefundState
 
 COMPONENTS = "#/components/schemas/{model}"
@@ -186,6 +195,65 @@ class DashboardData(BaseModel):
     links: dict[str, str]
 
 
+class WebhookEndpointOut(BaseModel):
+    id: str
+    object: Literal["webhook_endpoint"]
+    url: str
+    events: list[EventType]
+    status: Literal["enabled", "disabled"]
+    description: str | None
+    previous_secret_expires_at: str | None = Field(
+        description="while a rotated-out secret still signs beside the new one"
+    )
+    created_at: str
+    updated_at: str
+
+
+class WebhookEndpointWithSecret(WebhookEndpointOut):
+    """Create and rotate only: the signing secret, shown this once."""
+
+    secret: str = Field(description="whsec_…; verify Paytide-Signature with it (docs/webhooks.md)")
+
+
+class WebhookEndpointList(BaseModel):
+    object: Literal["list"]
+    data: list[WebhookEndpointOut]
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: str
+    object: Literal["webhook_delivery"]
+    event_id: str
+    event_type: EventType
+    endpoint_id: str
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    redrives: int
+    last_status_code: int | None
+    last_error: str | None
+    created_at: str
+    updated_at: str
+    delivered_at: str | None
+
+
+class DeliveryAttemptOut(BaseModel):
+    attempt: int
+    status_code: int | None = Field(description="null when no answer came (network error)")
+    latency_ms: int
+    error: str | None
+    at: str
+
+
+class WebhookDeliveryDetail(WebhookDeliveryOut):
+    attempt_log: list[DeliveryAttemptOut] = Field(description="every attempt, oldest first")
+
+
+class WebhookDeliveryList(BaseModel):
+    object: Literal["list"]
+    data: list[WebhookDeliveryOut]
+    next_cursor: str | None = None
+
+
 class CodecPayload(BaseModel):
     """A Temporal Payload in proto3 JSON, where null means the field's default."""
 
@@ -204,6 +272,8 @@ _MODELS: list[type[BaseModel]] = [
     CaptureBody,
     ReviewBody,
     CreateRefund,
+    CreateWebhookEndpoint,
+    UpdateWebhookEndpoint,
     ErrorBody,
     RefundOut,
     AcceptedRefund,
@@ -214,6 +284,12 @@ _MODELS: list[type[BaseModel]] = [
     Health,
     Readiness,
     WebhookReceipt,
+    WebhookEndpointOut,
+    WebhookEndpointWithSecret,
+    WebhookEndpointList,
+    WebhookDeliveryOut,
+    WebhookDeliveryDetail,
+    WebhookDeliveryList,
     CodecPayloads,
     DashboardData,
 ]
@@ -282,6 +358,18 @@ _IDEMPOTENCY_KEY = {
 }
 _REFUND_ID = {
     "name": "refund_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+}
+_ENDPOINT_ID = {
+    "name": "endpoint_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+}
+_DELIVERY_ID = {
+    "name": "delivery_id",
     "in": "path",
     "required": True,
     "schema": {"type": "string", "minLength": 1},
@@ -465,6 +553,95 @@ OPERATIONS: list[Operation] = [
         errors=(400, 403, *_COMMON_ERRORS),
         parameters=[_query("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "at most")],
         tag="operators",
+    ),
+    Operation(
+        method="post",
+        path="/webhook-endpoints",
+        summary="Add a URL for signed events; the answer shows its signing secret, once",
+        ok={201: ("created", WebhookEndpointWithSecret)},
+        errors=(400, 413, 422, *_COMMON_ERRORS),
+        body=CreateWebhookEndpoint,
+        tag="notifications",
+    ),
+    Operation(
+        method="get",
+        path="/webhook-endpoints",
+        summary="The merchant's webhook endpoints (secrets never shown)",
+        ok={200: ("the endpoints", WebhookEndpointList)},
+        errors=_COMMON_ERRORS,
+        tag="notifications",
+    ),
+    Operation(
+        method="get",
+        path="/webhook-endpoints/{endpoint_id}",
+        summary="One webhook endpoint",
+        ok={200: ("the endpoint", WebhookEndpointOut)},
+        errors=(404, *_COMMON_ERRORS),
+        parameters=[_ENDPOINT_ID],
+        tag="notifications",
+    ),
+    Operation(
+        method="post",
+        path="/webhook-endpoints/{endpoint_id}",
+        summary="Change an endpoint's URL, events, description or status",
+        ok={200: ("updated", WebhookEndpointOut)},
+        errors=(400, 404, 413, 422, *_COMMON_ERRORS),
+        body=UpdateWebhookEndpoint,
+        parameters=[_ENDPOINT_ID],
+        tag="notifications",
+    ),
+    Operation(
+        method="post",
+        path="/webhook-endpoints/{endpoint_id}/disable",
+        summary="Stop sending events to an endpoint",
+        ok={200: ("disabled", WebhookEndpointOut)},
+        errors=(404, *_COMMON_ERRORS),
+        parameters=[_ENDPOINT_ID],
+        tag="notifications",
+    ),
+    Operation(
+        method="post",
+        path="/webhook-endpoints/{endpoint_id}/rotate-secret",
+        summary="A new signing secret; the old one keeps signing beside it for a window",
+        ok={200: ("rotated; the new secret, shown once", WebhookEndpointWithSecret)},
+        errors=(404, *_COMMON_ERRORS),
+        parameters=[_ENDPOINT_ID],
+        tag="notifications",
+    ),
+    Operation(
+        method="get",
+        path="/webhook-deliveries",
+        summary="Deliveries to the merchant's endpoints, newest first (failed: dead letters)",
+        ok={200: ("a page", WebhookDeliveryList)},
+        errors=(400, *_COMMON_ERRORS),
+        parameters=[
+            _query(
+                "status",
+                {"type": "string", "enum": ["pending", "delivered", "failed"]},
+                "only this status",
+            ),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "page size"),
+            _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+        ],
+        tag="notifications",
+    ),
+    Operation(
+        method="get",
+        path="/webhook-deliveries/{delivery_id}",
+        summary="One delivery and every attempt the ledger logged",
+        ok={200: ("the delivery", WebhookDeliveryDetail)},
+        errors=(404, *_COMMON_ERRORS),
+        parameters=[_DELIVERY_ID],
+        tag="notifications",
+    ),
+    Operation(
+        method="post",
+        path="/webhook-deliveries/{delivery_id}/retry",
+        summary="Re-drive a failed delivery (a dead letter) with a fresh retry window",
+        ok={202: ("re-driven; it is pending again", WebhookDeliveryOut)},
+        errors=(404, 409, *_COMMON_ERRORS),
+        parameters=[_DELIVERY_ID],
+        tag="notifications",
     ),
     Operation(
         method="post",

@@ -113,6 +113,7 @@ def _payment_request(
         request_id=request_id,
         route=gateways,
         customer_search_key=customer_search_value(body.customer_id, search_key),
+        customer_email=body.customer_email,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, StrictInt, field_validator
 from pydantic_core import PydanticCustomError
@@ -16,6 +17,12 @@ Identifier = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x21
 MAX_METADATA_KEYS = 40
 MAX_METADATA_KEY = 40
 MAX_METADATA_VALUE = 500
+# A deliverable address, without the RFC's exotic forms (quoted parts, comments, IP literals):
+# visible ASCII before the @, a dotted DNS name after it. Nothing here can break an email header.
+EMAIL_PATTERN = (
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
 # 13-19 digits, possibly grouped by spaces or dashes: the shape of a card number.
 _PAN = re.compile(r"^(?:\d[ -]?){12,18}\d$")
 
@@ -48,6 +55,17 @@ class CreatePayment(Strict):
     ip_address: IPvAnyAddress | None = None
     device_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     location: Location | None = None
+    customer_email: (
+        Annotated[
+            str,
+            Field(
+                max_length=254,
+                pattern=EMAIL_PATTERN,
+                description="where the receipt goes; personal data, never shown back",
+            ),
+        ]
+        | None
+    ) = None
 
     @field_validator("currency")
     @classmethod
@@ -118,3 +136,63 @@ class CreateRefund(Strict):
     @classmethod
     def _bounded_metadata(cls, value: dict[str, str]) -> dict[str, str]:
         return bounded_metadata(value)
+
+
+EventType = Literal[
+    "payment.succeeded",
+    "payment.failed",
+    "payment.requires_action",
+    "payment.blocked",
+    "payment.in_review",
+    "payment.canceled",
+    "refund.succeeded",
+    "refund.failed",
+    "dispute.opened",
+    "dispute.closed",
+]
+EndpointUrl = Annotated[
+    str,
+    Field(
+        min_length=8,
+        max_length=2000,
+        pattern=r"^https?://[^\s/?#@\x00-\x1f\x7f]+(?:[/?#][\x21-\x7e]*)?$",
+        description="http(s) URL that receives the signed events",
+    ),
+]
+EventList = Annotated[list[EventType], Field(min_length=1, max_length=len(EventType.__args__))]
+# No control characters: PostgreSQL refuses NUL in text, and a log line should stay one line.
+Description = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+def _checked_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise PydanticCustomError("invalid_url", "url must be an http or https URL with a host")
+    try:
+        parts.port  # noqa: B018 - raises on an out-of-range or non-numeric port
+    except ValueError:
+        raise PydanticCustomError("invalid_url", "url has an invalid port") from None
+    return value
+
+
+class CreateWebhookEndpoint(Strict):
+    url: EndpointUrl
+    events: EventList
+    description: Description | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _checked_url(value)
+
+
+class UpdateWebhookEndpoint(Strict):
+    url: EndpointUrl | None = None
+    events: EventList | None = None
+    description: Description | None = None
+    status: Literal["enabled", "disabled"] | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else _checked_url(value)

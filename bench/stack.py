@@ -89,6 +89,7 @@ def local_stack(*, temporal_db: str, database_url: str) -> Iterator[RunningStack
             "PAYTIDE_API_PORT": str(api_port),
             "PAYTIDE_SANDBOX_PORT": str(_free_port()),
             "PAYTIDE_WORKER_METRICS_PORT": str(_free_port()),
+            "PAYTIDE_DEV_SMTP_PORT": str(_free_port()),
             "PAYTIDE_SANDBOX_WEBHOOK_DELAY": "0",
             "PAYTIDE_LOG_LEVEL": "WARNING",
             # One merchant at full speed: the per-key limit would otherwise measure itself.

@@ -89,3 +89,11 @@ def verify(
             f"signature timestamp is {abs(now - timestamp):.0f}s from now, "
             f"outside the {tolerance_seconds:.0f}s tolerance",
         )
+
+
+def sign_all(secrets: Sequence[str], body: bytes, timestamp: int) -> str:
+    """One ``t=`` and a ``v1=`` per secret: during a rotation the receiver may hold either."""
+    if not secrets:
+        raise ValueError("sign_all() needs at least one secret")
+    macs = ",".join(f"{SIGNATURE_SCHEME}={_mac(secret, body, timestamp)}" for secret in secrets)
+    return f"t={timestamp},{macs}"

@@ -61,6 +61,9 @@ class Payment(SQLModel, table=True):
     failure_code: str | None = Field(default=None, max_length=64)
     failure_message: str | None = Field(default=None, max_length=1000)
     failure_retryable: bool | None = None
+    # Personal data: sealed with the payload key ring (paytide/sealing.py), read only to send a
+    # receipt.
+    customer_email_sealed: str | None = Field(default=None, max_length=800)
     # Sequence number of the last transition applied: a re-delivered older write is ignored.
     last_seq: int = 0
     created_at: datetime = _timestamp()
@@ -223,3 +226,69 @@ class DisputeRecord(SQLModel, table=True):
     payment_status_before: str | None = Field(default=None, max_length=32)
     created_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """A merchant's URL for signed events. The signing secret is sealed with the payload key
+    ring (paytide/sealing.py): it has to be usable to sign, so a hash would not do."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: str = Field(primary_key=True, max_length=40)
+    merchant_id: str = Field(max_length=64, index=True)
+    url: str = Field(max_length=2000)
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="enabled", max_length=16)
+    description: str | None = Field(default=None, max_length=200)
+    secret_sealed: str = Field(max_length=400)
+    # The secret before the last rotation, still signing beside the new one until it expires.
+    previous_secret_sealed: str | None = Field(default=None, max_length=400)
+    previous_expires_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one endpoint: pending until delivered, or failed (a dead letter)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_deliveries_event_endpoint"),
+        Index("ix_webhook_deliveries_merchant_status", "merchant_id", "status", "created_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    event_id: str = Field(max_length=64)
+    event_type: str = Field(max_length=64)
+    endpoint_id: str = Field(max_length=40, foreign_key="webhook_endpoints.id")
+    merchant_id: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    # The public object the event carries, as it was when the event happened.
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    attempts: int = 0
+    # How many times an operator or merchant re-drove it after it failed; names the workflow.
+    redrives: int = 0
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, max_length=1000)
+    event_created_at: datetime = _timestamp()
+    created_at: datetime = _timestamp(index=True)
+    updated_at: datetime = _timestamp()
+    delivered_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class WebhookDeliveryAttempt(SQLModel, table=True):
+    """One HTTP try of a delivery: what the receiver answered, how long it took, what failed."""
+
+    __tablename__ = "webhook_delivery_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(max_length=40, foreign_key="webhook_deliveries.id", index=True)
+    attempt: int
+    status_code: int | None = None
+    latency_ms: int
+    error: str | None = Field(default=None, max_length=1000)
+    created_at: datetime = _timestamp()

@@ -100,6 +100,8 @@ def _demo_payment(settings: Settings, api_key: str) -> None:
         "payment_method": "pm_sandbox_ok",
         "order_id": f"order_{key}",
         "description": "paytide dev demo payment",
+        # Its receipt lands in the dev SMTP sink's folder (printed above).
+        "customer_email": "demo.customer@example.com",
     }
     _say(f"\ntaking a demo payment (Idempotency-Key: {key})")
     auth = {"Authorization": f"Bearer {api_key}"}
@@ -367,6 +369,76 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 # ---- merchants and API keys (ledger side in ledger/merchants.py) ----------------------------
+
+
+def _since(text: str) -> datetime:
+    """An ISO 8601 time (UTC when no offset is given) or a duration back from now (2h, 1d)."""
+    try:
+        return datetime.now(UTC) - _duration(text)
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO 8601 time (2026-11-29T14:00:00Z) nor a duration (2h, 1d)"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def cmd_notifications_redrive(args: argparse.Namespace) -> int:
+    from temporalio.service import RPCError
+
+    from ledger import webhook_deliveries
+    from ledger.engine import create_ledger_engine, session_factory, transaction
+    from paytide.operator import progress_bar
+    from paytide.temporal import connect
+    from paytide.webhook_dispatch import NotRedrivable, redrive
+
+    settings = _settings()
+    engine = create_ledger_engine(settings.effective_database_url)
+    sessions = session_factory(engine)
+
+    async def run() -> int:
+        with transaction(sessions) as session:
+            letters = webhook_deliveries.failed_since(
+                session, args.since, merchant_id=args.merchant
+            )
+        if args.limit is not None:
+            letters = letters[: args.limit]
+        if not letters:
+            _say(f"no failed deliveries since {args.since.isoformat()}: nothing to re-drive")
+            return 0
+        _say(f"re-driving {len(letters)} failed deliveries since {args.since.isoformat()}")
+        if args.dry_run:
+            for letter in letters:
+                _say(f"would re-drive {letter.id} ({letter.event_type} to {letter.endpoint_id})")
+            return 0
+        client = await connect(settings)
+        problems: list[str] = []
+        for done, letter in enumerate(letters, start=1):
+            try:
+                await redrive(client, settings, sessions, letter.id)
+            except NotRedrivable as refused:
+                # Re-driven or delivered since it was listed: nothing is lost.
+                problems.append(f"skipped {letter.id}: it is {refused.status or 'gone'} now")
+            except RPCError as error:
+                problems.append(f"FAILED  {letter.id}: Temporal refused the start ({error})")
+            print(progress_bar(done, len(letters)), end="", file=sys.stderr, flush=True)
+        print(file=sys.stderr)
+        for line in problems:
+            _say(line)
+        failed = sum(1 for line in problems if line.startswith("FAILED"))
+        _say(
+            f"{len(letters) - len(problems)} re-driven, {len(problems) - failed} skipped, "
+            f"{failed} failed"
+        )
+        return 1 if failed else 0
+
+    try:
+        return _run_async(run())
+    finally:
+        engine.dispose()
 
 
 @contextlib.contextmanager
@@ -706,6 +778,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     revoke.add_argument("key", metavar="KEY", help="the key's prefix (pt_..._<id>) or id")
     revoke.set_defaults(run=cmd_keys_revoke)
+
+    notifications = commands.add_parser(
+        "notifications",
+        help="merchants' webhook deliveries",
+        description="Operate the deliveries to merchants' webhook endpoints (docs/webhooks.md).",
+    )
+    notification_commands = notifications.add_subparsers(
+        dest="notifications_command", required=True, metavar="ACTION"
+    )
+    redrive = notification_commands.add_parser(
+        "redrive",
+        help="re-drive failed deliveries (dead letters) in bulk",
+        description="Find the deliveries that exhausted their retry window (status failed) "
+        "created since --since, and start each one again with a fresh window, oldest first. "
+        "The receiver gets the same event id, so it can drop a copy it already has. Needs "
+        "the ledger (PAYTIDE_DATABASE_URL) and Temporal. Exits 1 if any could not be started.",
+    )
+    redrive.add_argument(
+        "--since",
+        type=_since,
+        required=True,
+        metavar="WHEN",
+        help="ISO 8601 time (UTC if no offset) or a duration back from now, e.g. 2h, 1d",
+    )
+    redrive.add_argument("--merchant", metavar="ID", help="only this merchant's deliveries")
+    redrive.add_argument("--limit", type=_positive, metavar="N", help="at most N deliveries")
+    redrive.add_argument(
+        "--dry-run", action="store_true", help="list what would be re-driven and stop"
+    )
+    redrive.set_defaults(run=cmd_notifications_redrive)
 
     temporal = commands.add_parser("temporal", help="Temporal cluster set-up")
     temporal_commands = temporal.add_subparsers(dest="temporal_command", required=True)

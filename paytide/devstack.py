@@ -104,6 +104,8 @@ def check_ports(settings: Settings) -> None:
                 "PAYTIDE_WORKER_METRICS_PORT",
             )
         )
+    if runs_smtp_sink(settings):
+        wanted.append(("SMTP sink", "127.0.0.1", settings.dev_smtp_port, "PAYTIDE_DEV_SMTP_PORT"))
     busy = [item for item in wanted if not _port_free(item[1], item[2])]
     if busy:
         lines = [
@@ -169,6 +171,17 @@ class Stack:
         self.children.append(child)
         return child
 
+    def _smtp_sink(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "paytide.smtp_sink",
+            "--folder",
+            str(mail_folder(self.settings)),
+            "--port",
+            str(self.settings.dev_smtp_port),
+        ]
+
     def _paytide(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "paytide", *args]
 
@@ -186,8 +199,18 @@ class Stack:
 
         self.say(f"starting sandbox gateway on {settings.effective_sandbox_url}")
         self._spawn("sandbox", self._paytide("sandbox"))
+        worker_env: dict[str, str] = {}
+        if runs_smtp_sink(settings):
+            self.say(f"starting SMTP sink on 127.0.0.1:{settings.dev_smtp_port}")
+            self._spawn("smtp-sink", self._smtp_sink())
+            # The worker sends receipts to the sink; nothing else in the stack sends mail.
+            worker_env = {
+                "PAYTIDE_SMTP_HOST": "127.0.0.1",
+                "PAYTIDE_SMTP_PORT": str(settings.dev_smtp_port),
+                "PAYTIDE_SMTP_TLS": "none",
+            }
         self.say("starting worker")
-        self._spawn("worker", self._paytide("worker"))
+        self._spawn("worker", self._paytide("worker"), env=worker_env)
         self.say(f"starting API on {settings.effective_api_url}")
         self._spawn("api", self._paytide("api"))
         self._wait("the whole stack (/readyz)", self._api_ready, timeout=90)
@@ -312,6 +335,15 @@ def demo_api_key(settings: Settings) -> str | None:
         engine.dispose()
 
 
+def runs_smtp_sink(settings: Settings) -> bool:
+    """`paytide dev` brings its own SMTP sink unless a real SMTP server is configured."""
+    return not settings.smtp_host
+
+
+def mail_folder(settings: Settings) -> Path:
+    return settings.state_dir / "mail"
+
+
 def print_urls(settings: Settings, say: Callable[[str], None], api_key: str | None) -> None:
     host, _ = _temporal_host_port(settings)
     api = settings.effective_api_url
@@ -330,6 +362,11 @@ def print_urls(settings: Settings, say: Callable[[str], None], api_key: str | No
             "/metrics"
         )
     say(f"  logs           {settings.state_dir / 'logs'}/")
+    if runs_smtp_sink(settings):
+        say(
+            f"  receipts       {mail_folder(settings)}/*.eml  "
+            f"(SMTP sink on 127.0.0.1:{settings.dev_smtp_port})"
+        )
     if api_key:
         say(f"  API key        {api_key}  (merchant {settings.default_merchant}, dev only)")
         say(f"  try: curl -s -H 'Authorization: Bearer {api_key}' {api}/payments")

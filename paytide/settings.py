@@ -38,6 +38,12 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class SmtpTls(StrEnum):
+    NONE = "none"  # plain SMTP: a local sink or relay only
+    STARTTLS = "starttls"
+    TLS = "tls"  # implicit TLS (SMTPS, usually port 465)
+
+
 class TemporalDevDb(StrEnum):
     """Where `paytide dev` keeps its Temporal dev server's state."""
 
@@ -194,6 +200,28 @@ class Settings(BaseSettings):
     # Merchant notifications
     merchant_callback_url: str = ""
     merchant_callback_secret: SecretStr | None = None
+    # Merchants' webhook endpoints (docs/webhooks.md): each (event, endpoint) pair is retried with
+    # backoff from webhook_retry_initial up to webhook_retry_max_interval between tries, for
+    # webhook_delivery_window seconds in all; then it is a dead letter until re-driven.
+    webhook_delivery_window: PositiveSeconds = 24 * 3600.0
+    webhook_retry_initial: PositiveSeconds = 10.0
+    webhook_retry_max_interval: PositiveSeconds = 3600.0
+    webhook_attempt_timeout: PositiveSeconds = 10.0
+    # After a secret rotation the old secret keeps signing beside the new one this long.
+    webhook_secret_overlap: Annotated[float, Field(ge=0)] = 24 * 3600.0
+
+    # Customer email receipts (payment.succeeded, refund.succeeded) over SMTP. Empty host: none
+    # are sent. `paytide dev` points these at its own local sink.
+    smtp_host: str = ""
+    smtp_port: Port = 25
+    smtp_tls: SmtpTls = SmtpTls.NONE
+    smtp_username: str = ""
+    smtp_password: SecretStr | None = None
+    smtp_timeout: PositiveSeconds = 10.0
+    receipt_from: str = "receipts@paytide.localhost"
+    # `paytide dev` runs its SMTP sink here when smtp_host is empty; messages land in
+    # <state_dir>/mail/*.eml.
+    dev_smtp_port: Port = 2525
 
     # Payload encryption (docs/operations.md, "Encrypted payloads"). KEY_ID:BASE64_KEY pairs,
     # comma-separated: the first encrypts new payloads, every one decrypts (rotation). Unset:

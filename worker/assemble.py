@@ -1,5 +1,5 @@
-"""Assemble the Temporal worker: the payment, refund and dispute workflows and every activity
-with its dependencies."""
+"""Assemble the Temporal worker: the payment, refund, dispute, delivery and receipt workflows and
+every activity with its dependencies."""
 
 from __future__ import annotations
 
@@ -13,22 +13,27 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.admission import AdmissionActivities
 from activities.dispute_ledger import DisputeLedgerActivities
+from activities.fan_out import EventFanOut
 from activities.gateway import GatewayActivities
 from activities.ledger import LedgerActivities
 from activities.notify import NotificationActivities
+from activities.receipts import ReceiptActivities, SmtpConfig
 from activities.refund_ledger import RefundLedgerActivities
 from activities.risk import RiskActivities
+from activities.webhook_delivery import WebhookDeliveryActivities
 from gateways.base import Gateway
 from ledger.engine import SessionFactory
 from paytide.metrics import WorkerMetrics
 from paytide.settings import Settings
 from paytide.tracing import Tracing
+from paytide.webhook_dispatch import delivery_settings
 from workflows.contract import GatewayName
+from workflows.delivery import DeliveryWorkflow, ReceiptWorkflow
 from workflows.dispute import DisputeWorkflow
 from workflows.payment import PaymentWorkflow
 from workflows.refund import RefundWorkflow
 
-WORKFLOWS = [PaymentWorkflow, RefundWorkflow, DisputeWorkflow]
+WORKFLOWS = [PaymentWorkflow, RefundWorkflow, DisputeWorkflow, DeliveryWorkflow, ReceiptWorkflow]
 
 # With the sandbox on, every module passes through it: imported once per worker, not once per
 # workflow run. It still refuses non-deterministic calls (clocks, randomness, I/O) from workflow
@@ -77,6 +82,19 @@ def build_worker(
     gateway = GatewayActivities(gateways, metrics=metrics, tracer=tracing.tracer)
     secret = settings.merchant_callback_secret
     ops_secret = settings.ops_alert_secret
+    queue = task_queue or settings.temporal_task_queue
+    ring = settings.payload_key_ring
+    smtp = smtp_config(settings)
+    fan_out = EventFanOut(
+        client,
+        sessions,
+        ring,
+        task_queue=queue,
+        settings=delivery_settings(settings),
+        receipts=smtp is not None,
+    )
+    deliveries = WebhookDeliveryActivities(http, sessions, ring)
+    receipts = ReceiptActivities(sessions, ring, smtp)
     notify = NotificationActivities(
         http,
         sessions,
@@ -85,11 +103,12 @@ def build_worker(
         ops_url=settings.ops_alert_url or None,
         ops_secret=ops_secret.get_secret_value() if ops_secret else None,
         metrics=metrics,
+        fan_out=fan_out,
     )
     interceptor = tracing.interceptor()
     return Worker(
         client,
-        task_queue=task_queue or settings.temporal_task_queue,
+        task_queue=queue,
         workflows=WORKFLOWS,
         workflow_runner=workflow_runner(settings),
         activities=[
@@ -102,6 +121,7 @@ def build_worker(
             gateway.cancel,
             gateway.capture,
             notify.notify_merchant,
+            notify.emit_merchant_event,
             notify.alert_operators,
             # Refunds (workflows/refund.py).
             refund_ledger.reserve,
@@ -114,9 +134,29 @@ def build_worker(
             dispute_ledger.record_change,
             notify.notify_merchant_dispute,
             notify.alert_operators_dispute,
+            # Merchants' webhook endpoints and customers' receipts (workflows/delivery.py).
+            deliveries.deliver_webhook,
+            deliveries.dead_letter,
+            notify.alert_operators_dead_letter,
+            receipts.send_receipt,
         ],
         # Ledger and risk activities are synchronous database code; they run on these threads.
         activity_executor=executor,
         # Spans for each workflow run and activity, continuing the trace the API started.
         interceptors=[interceptor] if interceptor else [],
+    )
+
+
+def smtp_config(settings: Settings) -> SmtpConfig | None:
+    if not settings.smtp_host:
+        return None
+    password = settings.smtp_password
+    return SmtpConfig(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        tls=settings.smtp_tls,
+        username=settings.smtp_username,
+        password=password.get_secret_value() if password else None,
+        timeout=settings.smtp_timeout,
+        sender=settings.receipt_from,
     )

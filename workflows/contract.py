@@ -122,6 +122,9 @@ class PaymentRequest:
     route: list[GatewayName] = field(default_factory=list)
     # The CustomerId search attribute's value (a keyed hash of customer_id, never the id).
     customer_search_key: str = ""
+    # Where receipts go. Personal data: only in encrypted payloads, sealed in the ledger, never
+    # in search attributes, memo, summaries or logs.
+    customer_email: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -384,6 +387,8 @@ class PaymentView:
     next_deadline: str | None = None
     created_at: str = ""
     updated_at: str = ""
+    # For the receipt on payment.succeeded; public_payment() never shows it.
+    customer_email: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -61,6 +61,9 @@ with workflow.unsafe.imports_passed_through():
 # Payments started after this change record `received` and `risk_check` and score the risk in one
 # local activity (admit_payment); running payments replay the three steps they recorded.
 ADMIT_IN_ONE_STEP = "admit-in-one-local-activity"
+# Payments started after this change tell the merchant's webhook endpoints when a charge needs the
+# customer's action (payment.requires_action); running payments replay without that activity.
+EMIT_REQUIRES_ACTION = "emit-requires-action-event"
 
 # The ledger is ours: keep trying rather than lose a record. An outage stalls, never drops.
 LEDGER_RETRY = RetryPolicy(
@@ -513,6 +516,12 @@ class PaymentWorkflow:
             )
             if self._status not in (waiting, PaymentStatus.NEEDS_ATTENTION):
                 await self._transition(waiting, gateway_reference=outcome.gateway_reference)
+                # Released first: the initiate update answers without waiting for the fan-out.
+                self._initiated = True
+                if waiting is PaymentStatus.REQUIRES_ACTION and workflow.patched(
+                    EMIT_REQUIRES_ACTION
+                ):
+                    await self._emit_to_endpoints("payment.requires_action")
             self._initiated = True
             self._next_deadline = (workflow.now() + wait).isoformat()
             try:
@@ -847,6 +856,7 @@ class PaymentWorkflow:
             next_deadline=self._next_deadline,
             created_at=self._created_at,
             updated_at=self._updated_at,
+            customer_email=self._request.customer_email,
         )
 
     # ---- Recording ------------------------------------------------------------------------
@@ -1030,6 +1040,27 @@ class PaymentWorkflow:
             self._redrive = None
             if delivered:
                 return
+
+    async def _emit_to_endpoints(self, event_type: str) -> None:
+        """Hand an event to the merchant's webhook endpoints only: the single callback never
+        carried intermediate statuses. Their deliveries run detached; this waits for none."""
+        try:
+            await workflow.execute_activity_method(
+                NotificationActivities.emit_merchant_event,
+                NotificationInput(
+                    payment=self._view(),
+                    event_type=event_type,
+                    merchant_id=self._request.merchant_id,
+                ),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=NOTIFY_RETRY,
+                summary=f"merchant endpoints: {event_type}",
+            )
+        except ActivityError:
+            workflow.logger.warning(
+                "merchant event not handed to its endpoints",
+                extra={"payment_id": self._request.payment_id, "event_type": event_type},
+            )
 
     async def _notify_merchant(self) -> bool:
         """Tell the merchant about the current status; False when delivery failed for good."""

@@ -96,6 +96,7 @@ def dev_env(state_dir: Path) -> dict[str, str]:
             "PAYTIDE_API_PORT": str(_free_port()),
             "PAYTIDE_SANDBOX_PORT": str(_free_port()),
             "PAYTIDE_WORKER_METRICS_PORT": str(_free_port()),
+            "PAYTIDE_DEV_SMTP_PORT": str(_free_port()),
             "PAYTIDE_LOG_FORMAT": "json",
         }
     )
@@ -136,6 +137,8 @@ def test_dev_brings_up_the_stack_takes_a_payment_and_stops_cleanly(tmp_path: Pat
     env = dev_env(tmp_path / "state")
     with paytide_dev(env) as run:
         run.read_until(r"paytide is up")
+        mail = Path(run.read_until(r"receipts\s+(\S+)/\*\.eml").group(1))
+        assert mail == tmp_path / "state" / "mail"
         api_key = run.read_until(r"API key\s+(pt_test_\w+)").group(1)
         auth = {"Authorization": f"Bearer {api_key}"}
         ready = httpx.get(f"{run.api}/readyz", timeout=5)
@@ -146,6 +149,12 @@ def test_dev_brings_up_the_stack_takes_a_payment_and_stops_cleanly(tmp_path: Pat
         found = run.read_until(r"GET /payments/(pay_\w+) -> status=(\w+)")
         payment_id, status = found.group(1), found.group(2)
         assert status == "succeeded", "".join(run.output)
+        # The demo payment carries a customer email: its receipt lands in the sink's folder.
+        deadline = time.monotonic() + 30
+        while not list(mail.glob("*.eml")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        receipts = [path.read_text() for path in mail.glob("*.eml")]
+        assert len(receipts) == 1 and "42.00 USD" in receipts[0], "".join(run.output)
         # The Web UI's own API lists payments by the PaymentStatus search attribute.
         listed = httpx.get(
             f"http://127.0.0.1:{env['PAYTIDE_TEMPORAL_UI_PORT']}/api/v1/namespaces/default/workflows",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from gateways.base import WebhookRejected
+from gateways.signing import verify
 
 WAIT_SECONDS = 5.0
 
@@ -29,17 +33,43 @@ class ReceivedWebhook:
 
 
 class WebhookRecorder:
-    """Answers POST /webhooks with 200, or 500 for the first ``fail_first`` deliveries."""
+    """Answers POST /webhooks with 200, or 500 for the first ``fail_first`` deliveries.
+
+    As a merchant's receiver would: with ``secrets`` set, a request whose ``Paytide-Signature``
+    does not verify is answered 400; while ``down``, every request gets 503; ``delay`` holds
+    each answer that long (a slow receiver). ``event_ids`` is its dedupe: each
+    ``Paytide-Event-Id`` it accepted, once.
+    """
 
     def __init__(self, *, fail_first: int = 0) -> None:
         self.fail_first = fail_first
+        self.secrets: list[str] = []
+        self.down = False
+        self.delay = 0.0
         self.received: list[ReceivedWebhook] = []
+        self.event_ids: dict[str, int] = {}
         self._changed = asyncio.Condition()
         self.app = Starlette(routes=[Route("/webhooks", self._receive, methods=["POST"])])
 
+    def _status(self, headers: dict[str, str], body: bytes) -> int:
+        if self.down:
+            return 503
+        if self.secrets:
+            try:
+                verify(headers.get("paytide-signature"), body, self.secrets, 300, time.time())
+            except WebhookRejected:
+                return 400
+        return 500 if len(self.received) < self.fail_first else 200
+
     async def _receive(self, request: Request) -> Response:
-        status = 500 if len(self.received) < self.fail_first else 200
-        webhook = ReceivedWebhook(dict(request.headers), await request.body(), status)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        headers, body = dict(request.headers), await request.body()
+        status = self._status(headers, body)
+        event_id = headers.get("paytide-event-id")
+        if status == 200 and event_id:
+            self.event_ids[event_id] = self.event_ids.get(event_id, 0) + 1
+        webhook = ReceivedWebhook(headers, body, status)
         async with self._changed:
             self.received.append(webhook)
             self._changed.notify_all()

@@ -8,7 +8,7 @@ import hmac
 import pytest
 
 from gateways.base import WebhookRejected
-from gateways.signing import sign, verify
+from gateways.signing import sign, sign_all, verify
 
 pytestmark = pytest.mark.unit
 
@@ -109,3 +109,15 @@ def test_no_secrets_is_a_configuration_error() -> None:
     """Verifying against an empty secret list is our bug, not a rejected webhook."""
     with pytest.raises(ValueError, match="at least one secret"):
         verify(sign(SECRET, BODY, NOW), BODY, [], TOLERANCE, NOW)
+
+
+def test_sign_all_carries_one_v1_per_secret_each_verifiable_alone() -> None:
+    """During a rotation the header holds a v1 per secret over one timestamp: a receiver with
+    only the old secret and one with only the new both verify; a third secret does not."""
+    header = sign_all([SECRET, OLD_SECRET], BODY, NOW)
+    assert header.startswith(f"t={NOW},v1=")
+    assert header.count("v1=") == 2
+    verify(header, BODY, [SECRET], TOLERANCE, NOW)
+    verify(header, BODY, [OLD_SECRET], TOLERANCE, NOW)
+    with pytest.raises(WebhookRejected):
+        verify(header, BODY, ["whsec_other"], TOLERANCE, NOW)

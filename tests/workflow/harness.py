@@ -77,6 +77,8 @@ class Notifier:
     # When set, notifications wait for it: keeps a finished payment's workflow open.
     hold: asyncio.Event | None = None
     alerts: list[OperatorAlert] = field(default_factory=list)
+    # Events handed to the merchant's webhook endpoints only (emit_merchant_event).
+    emitted: list[NotificationInput] = field(default_factory=list)
 
     @activity.defn(name="notify_merchant")
     async def notify(self, notification: NotificationInput) -> NotificationResult:
@@ -84,6 +86,11 @@ class Notifier:
         if self.hold is not None:
             await self.hold.wait()
         return NotificationResult(delivered=True, status_code=200)
+
+    @activity.defn(name="emit_merchant_event")
+    async def emit(self, notification: NotificationInput) -> NotificationResult:
+        self.emitted.append(notification)
+        return NotificationResult(delivered=True)
 
     @activity.defn(name="alert_operators")
     async def alert(self, alert: OperatorAlert) -> NotificationResult:
@@ -188,6 +195,7 @@ async def running_payments(
                 gateways.cancel,
                 gateways.capture,
                 notifier.notify,
+                notifier.emit,
                 notifier.alert,
             ],
             activity_executor=executor,

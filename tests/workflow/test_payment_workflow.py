@@ -139,6 +139,11 @@ async def test_three_d_secure_returns_client_secret_then_succeeds(
 
     assert result.status is PaymentStatus.SUCCEEDED
     assert result.client_secret is None  # only shown while the challenge is open
+    # The merchant's endpoints hear of the challenge, once; the callback only of the outcome.
+    assert [(n.event_type, n.payment.status) for n in h.notifier.emitted] == [
+        ("payment.requires_action", PaymentStatus.REQUIRES_ACTION)
+    ]
+    assert [n.event_type for n in h.notifier.sent] == ["payment.succeeded"]
 
 
 async def test_silent_gateway_is_reconciled_after_the_webhook_deadline(
