@@ -17,8 +17,8 @@ from activities.fan_out import Event, EventFanOut
 from gateways.signing import sign
 from ledger import payments
 from ledger.engine import SessionFactory, transaction
-from paytide.metrics import WorkerMetrics
 from ledger.models import Payment
+from paytide.metrics import WorkerMetrics
 from workflows.contract import NotificationInput, NotificationResult, OperatorAlert
 from workflows.delivery_contract import DeadLetter, ReceiptInput
 from workflows.dispute_contract import DisputeNotification
