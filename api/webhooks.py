@@ -3,6 +3,8 @@ refund or dispute), signal it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -87,24 +89,15 @@ async def _deliver_charge(state: ApiState, event: GatewayEvent) -> str:
         return "unknown_payment"
     # A re-delivered event is signalled again: the first delivery may have been recorded and
     # then lost before the signal. The workflow drops duplicates by event id.
-    try:
-        await state.temporal.get_workflow_handle(payment.workflow_id).signal(
-            PaymentWorkflow.gateway_event, event
-        )
-    except RPCError as error:
-        if error.status is not RPCStatusCode.NOT_FOUND:
-            raise
-        log.info("webhook_for_closed_payment", event_id=event.event_id, payment_id=payment.id)
-        await _mark(state, event, "payment_closed")
-        return "payment_closed"
-    log.info(
-        "webhook_signalled",
-        event_id=event.event_id,
+    return await _signal(
+        state,
+        event,
+        payment.workflow_id,
+        PaymentWorkflow.gateway_event,
+        closed="payment_closed",
         payment_id=payment.id,
         duplicate=not fresh,
     )
-    await _mark(state, event, "signalled")
-    return "signalled"
 
 
 async def _deliver_refund(state: ApiState, event: GatewayEvent) -> str:
@@ -135,17 +128,36 @@ async def _deliver_refund(state: ApiState, event: GatewayEvent) -> str:
         log.info("webhook_for_unknown_refund", event_id=event.event_id, provider=event.provider)
         await _mark(state, event, "unknown_refund")
         return "unknown_refund"
+    return await _signal(
+        state,
+        event,
+        refund.workflow_id,
+        RefundWorkflow.refund_event,
+        closed="refund_closed",
+        refund_id=refund.id,
+    )
+
+
+async def _signal(
+    state: ApiState,
+    event: GatewayEvent,
+    workflow_id: str,
+    signal: Any,
+    *,
+    closed: str,
+    **context: object,
+) -> str:
+    """Signal the workflow that owns ``event`` and record the delivery's outcome; a workflow
+    that has already closed is an outcome (``closed``), not an error."""
     try:
-        await state.temporal.get_workflow_handle(refund.workflow_id).signal(
-            RefundWorkflow.refund_event, event
-        )
+        await state.temporal.get_workflow_handle(workflow_id).signal(signal, event)
     except RPCError as error:
         if error.status is not RPCStatusCode.NOT_FOUND:
             raise
-        log.info("webhook_for_closed_refund", event_id=event.event_id, refund_id=refund.id)
-        await _mark(state, event, "refund_closed")
-        return "refund_closed"
-    log.info("webhook_signalled", event_id=event.event_id, refund_id=refund.id)
+        log.info("webhook_for_closed_workflow", outcome=closed, event_id=event.event_id, **context)
+        await _mark(state, event, closed)
+        return closed
+    log.info("webhook_signalled", event_id=event.event_id, **context)
     await _mark(state, event, "signalled")
     return "signalled"
 
