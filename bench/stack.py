@@ -4,6 +4,7 @@ baseline's worker next to it on the same Temporal dev server."""
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -38,10 +39,17 @@ class RunningStack:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    # Below the ephemeral range (32768-60999): a port picked there cannot be taken by another
+    # process's outgoing connection before the stack's child binds it.
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 @contextmanager

@@ -100,7 +100,13 @@ class SmtpSink:
 
 
 async def _main(folder: Path, host: str, port: int) -> None:
-    server = await SmtpSink(folder).serve(host, port)
+    try:
+        server = await SmtpSink(folder).serve(host, port)
+    except OSError as error:
+        raise SystemExit(
+            f"the SMTP sink cannot listen on {host}:{port} ({error.strerror}); free the port or "
+            "choose another with PAYTIDE_DEV_SMTP_PORT"
+        ) from None
     async with server:
         await server.serve_forever()
 

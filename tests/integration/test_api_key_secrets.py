@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,13 +26,7 @@ from ledger import merchants
 from ledger.engine import create_ledger_engine, session_factory, transaction
 from paytide.api_keys import KeyMode
 from tests.integration.stack import Stack, bearer, issue_api_key, running_stack
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.support.ports import free_port
 
 
 def secret_of(api_key: str) -> str:
@@ -43,7 +36,7 @@ def secret_of(api_key: str) -> str:
 @contextmanager
 def api_process(database_url: str, log: Path) -> Iterator[str]:
     """`paytide api` as its own process, logging JSON at DEBUG into ``log``; yields its URL."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYTIDE_")}
     env.update(
         {

@@ -18,14 +18,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.ports import free_port
+
 STARTUP_SECONDS = 150
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _descendants(pid: int) -> set[int]:
@@ -91,12 +86,12 @@ def dev_env(state_dir: Path) -> dict[str, str]:
     env.update(
         {
             "PAYTIDE_STATE_DIR": str(state_dir),
-            "PAYTIDE_TEMPORAL_ADDRESS": f"127.0.0.1:{_free_port()}",
-            "PAYTIDE_TEMPORAL_UI_PORT": str(_free_port()),
-            "PAYTIDE_API_PORT": str(_free_port()),
-            "PAYTIDE_SANDBOX_PORT": str(_free_port()),
-            "PAYTIDE_WORKER_METRICS_PORT": str(_free_port()),
-            "PAYTIDE_DEV_SMTP_PORT": str(_free_port()),
+            "PAYTIDE_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+            "PAYTIDE_TEMPORAL_UI_PORT": str(free_port()),
+            "PAYTIDE_API_PORT": str(free_port()),
+            "PAYTIDE_SANDBOX_PORT": str(free_port()),
+            "PAYTIDE_WORKER_METRICS_PORT": str(free_port()),
+            "PAYTIDE_DEV_SMTP_PORT": str(free_port()),
             "PAYTIDE_LOG_FORMAT": "json",
         }
     )
