@@ -13,6 +13,9 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
+from workflows.retries import LEDGER_RETRY
+from workflows.retries import NOTIFY_RETRY as ALERT_RETRY
+
 with workflow.unsafe.imports_passed_through():
     from activities.notify import NotificationActivities
     from activities.receipts import ReceiptActivities
@@ -26,15 +29,6 @@ with workflow.unsafe.imports_passed_through():
         ReceiptResult,
     )
 
-LEDGER_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
-)
-ALERT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=1),
-    maximum_attempts=5,
-)
 # A receipt is a courtesy: after these tries its failure is logged and nothing waits on it.
 RECEIPT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=5),

@@ -14,8 +14,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
+
+from workflows.retries import LEDGER_RETRY, NOTIFY_RETRY
 
 with workflow.unsafe.imports_passed_through():
     from activities.dispute_ledger import DisputeLedgerActivities
@@ -28,15 +29,6 @@ with workflow.unsafe.imports_passed_through():
         DisputeView,
     )
 
-LEDGER_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
-)
-NOTIFY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=1),
-    maximum_attempts=5,
-)
 REMINDER = "dispute.evidence_reminder"
 
 

@@ -19,6 +19,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
+from workflows.retries import LEDGER_RETRY, NOTIFY_RETRY
+
 with workflow.unsafe.imports_passed_through():
     from activities.admission import AdmissionActivities
     from activities.gateway import GatewayActivities
@@ -65,16 +67,6 @@ ADMIT_IN_ONE_STEP = "admit-in-one-local-activity"
 # customer's action (payment.requires_action); running payments replay without that activity.
 EMIT_REQUIRES_ACTION = "emit-requires-action-event"
 
-# The ledger is ours: keep trying rather than lose a record. An outage stalls, never drops.
-LEDGER_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
-)
-NOTIFY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=1),
-    maximum_attempts=5,
-)
 # How often a payment escalated to operators is still reconciled with its gateway.
 ATTENTION_RECONCILE_EVERY = timedelta(hours=1)
 # Errors that prove the gateway did not process the request (see gateways/base.py).

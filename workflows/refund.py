@@ -19,6 +19,8 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from workflows.retries import LEDGER_RETRY, NOTIFY_RETRY
+
 with workflow.unsafe.imports_passed_through():
     from activities.gateway import GatewayActivities
     from activities.notify import NotificationActivities
@@ -44,16 +46,6 @@ with workflow.unsafe.imports_passed_through():
         ReservationResult,
     )
 
-# The ledger is ours: keep trying rather than lose a record. An outage stalls, never drops.
-LEDGER_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10)
-)
-NOTIFY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=1),
-    maximum_attempts=5,
-)
 # After the longest wait, an unsettled refund is still followed, this often.
 LATE_RECONCILE_EVERY = timedelta(hours=1)
 FINAL = frozenset({RefundState.SUCCEEDED, RefundState.FAILED})
