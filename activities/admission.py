@@ -1,4 +1,5 @@
-"""A payment's admission: ``received`` and ``risk_check`` recorded and the risk scored, at once.
+"""A payment's admission: ``received`` and ``risk_check`` recorded and the risk scored, at once,
+and ``charging`` too when the score sends the payment straight to the gateway.
 
 One local activity and one transaction instead of three of each, because every local activity
 before the charge is time the merchant's POST /payments waits (docs/performance.md). The ledger
@@ -8,6 +9,7 @@ after a crash rewrites nothing and scores again only if the transaction never co
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Protocol
 
 from sqlmodel import Session
@@ -41,4 +43,8 @@ class AdmissionActivities:
         with transaction(self._sessions) as session:
             payments.apply_transition(session, admission.received)
             payments.apply_transition(session, admission.risk_check)
-            return self._risk.score_in(session, request)
+            risk = self._risk.score_in(session, request)
+            if admission.charging is not None and admission.charges_at_once(risk.score):
+                # The workflow follows the same rule on the score it gets back.
+                payments.apply_transition(session, replace(admission.charging, risk=risk))
+            return risk

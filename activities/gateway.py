@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from opentelemetry import trace
@@ -25,6 +27,8 @@ from workflows.contract import (
     RefundLookup,
     RefundOutcome,
     RefundRequest,
+    Transition,
+    waiting_status,
 )
 
 T = TypeVar("T")
@@ -37,8 +41,12 @@ class GatewayActivities:
         *,
         metrics: WorkerMetrics | None = None,
         tracer: Tracer | None = None,
+        record: Callable[[Transition], None] | None = None,
     ) -> None:
+        """``record``: writes a transition to the ledger (blocking); without it the workflow
+        records the waiting status itself."""
         self._gateways = dict(gateways)
+        self._record = record
         self._metrics = metrics or WorkerMetrics()
         self._tracer = tracer or trace.NoOpTracer()
 
@@ -103,7 +111,26 @@ class GatewayActivities:
             "gateway answered charge",
             extra={"payment_id": request.payment_id, "charge_state": outcome.state.value},
         )
-        return outcome
+        return await self._write_waiting(request, outcome)
+
+    async def _write_waiting(self, request: ChargeRequest, outcome: ChargeOutcome) -> ChargeOutcome:
+        """Put a "pending" or "requires action" answer on record before reporting it.
+
+        Idempotent like every transition (one event per sequence number), so a retry after a
+        crash between the write and the report writes nothing new."""
+        template = request.record_waiting
+        status = waiting_status(outcome.state)
+        if template is None or status is None or self._record is None:
+            return outcome
+        at = datetime.now(UTC).isoformat()
+        transition = replace(
+            template,
+            status=status,
+            gateway_reference=outcome.gateway_reference or template.gateway_reference,
+            at=at,
+        )
+        await asyncio.to_thread(self._record, transition)
+        return replace(outcome, recorded_at=at)
 
     @activity.defn(name="reconcile_charge")
     async def reconcile(self, lookup: ChargeLookup) -> ChargeOutcome:

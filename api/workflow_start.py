@@ -96,7 +96,7 @@ async def _start_update(
             update,
             argument,
             start_workflow_operation=start,
-            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            wait_for_stage=WorkflowUpdateStage.COMPLETED,
         )
     except Exception:
         # The start half carries the same failure; read it so it is not reported as unretrieved.

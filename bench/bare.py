@@ -1,11 +1,11 @@
 """The engine baseline: a workflow with the shape of a paytide payment and nothing inside.
 
 Same commands as a payment on the happy path (checked against a real history with
-``temporal workflow show``): update-with-start; local activities for admission and
-``charging``; the charge activity; a local activity for ``awaiting_webhook`` with a webhook
-timer, when the update returns; one signal; a local activity for ``succeeded``; the notify
-activity. What a payment has on top: seven search-attribute upserts, a patch marker and the
-work inside each step.
+``temporal workflow show``): update-with-start; one local activity for the admission (which
+writes ``charging`` too); the charge activity (which writes ``awaiting_webhook`` too); a
+webhook timer, when the update returns; one signal; a local activity for ``succeeded``; the
+notify activity. What a payment has on top: two search-attribute upserts per workflow task
+that changes the status, two patch markers and the work inside each step.
 """
 
 from __future__ import annotations
@@ -63,13 +63,11 @@ class BareWorkflow:
     @workflow.run
     async def run(self, input: BareInput) -> str:
         await self._record("admission")
-        await self._record("charging")
         await workflow.execute_activity(
             call,
             BareStep(payment_id=self._payment_id, step="charge"),
             start_to_close_timeout=STEP_TIMEOUT,
         )
-        await self._record("awaiting_webhook")
         self._initiated = True
         try:
             await workflow.wait_condition(lambda: self._event is not None, timeout=WEBHOOK_WAIT)

@@ -79,7 +79,9 @@ def build_worker(
     dispute_ledger = DisputeLedgerActivities(sessions)
     risk = RiskActivities.from_settings(sessions, settings)
     admission = AdmissionActivities(sessions, risk)
-    gateway = GatewayActivities(gateways, metrics=metrics, tracer=tracing.tracer)
+    gateway = GatewayActivities(
+        gateways, metrics=metrics, tracer=tracing.tracer, record=ledger.record_transition
+    )
     secret = settings.merchant_callback_secret
     ops_secret = settings.ops_alert_secret
     queue = task_queue or settings.temporal_task_queue

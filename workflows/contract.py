@@ -77,6 +77,15 @@ class ChargeState(StrEnum):
     NOT_FOUND = "not_found"
 
 
+def waiting_status(state: ChargeState) -> PaymentStatus | None:
+    """The payment's status while the gateway's answer is not final; None once it is."""
+    if state is ChargeState.PENDING:
+        return PaymentStatus.AWAITING_WEBHOOK
+    if state is ChargeState.REQUIRES_ACTION:
+        return PaymentStatus.REQUIRES_ACTION
+    return None
+
+
 FINAL_CHARGE_STATES = frozenset(
     {ChargeState.SUCCEEDED, ChargeState.DECLINED, ChargeState.CANCELED, ChargeState.AUTHORIZED}
 )
@@ -169,6 +178,11 @@ class ChargeRequest:
     capture: CaptureMethod = CaptureMethod.AUTOMATIC
     description: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    # The ledger line the charge activity writes itself when the gateway answers "pending" or
+    # "requires action" (status and gateway reference filled in from the answer), so that the
+    # answer is on record before the activity reports it and the update needs no local activity
+    # after the charge. None: the workflow records it (payments started before this existed).
+    record_waiting: Transition | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -189,6 +203,8 @@ class ChargeOutcome:
     # For NOT_FOUND: False when the gateway's lookup may lag (search indexes), so "not found"
     # does not prove that no charge exists.
     conclusive: bool = True
+    # When the charge activity wrote ChargeRequest.record_waiting: the time it wrote down.
+    recorded_at: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -361,6 +377,13 @@ class Admission:
 
     received: Transition
     risk_check: Transition
+    # Written in the same transaction when the score is below ``charge_below``, that is when
+    # the payment goes straight to the gateway (no review, no block).
+    charging: Transition | None = None
+    charge_below: int = 0
+
+    def charges_at_once(self, score: int) -> bool:
+        return self.charging is not None and score < self.charge_below
 
 
 @dataclass(frozen=True, kw_only=True)

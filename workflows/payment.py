@@ -12,6 +12,7 @@ makes a retried request join the same payment instead of charging again.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -58,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         RiskAssessment,
         RiskInput,
         Transition,
+        waiting_status,
     )
 
 # Payments started after this change record `received` and `risk_check` and score the risk in one
@@ -66,6 +68,9 @@ ADMIT_IN_ONE_STEP = "admit-in-one-local-activity"
 # Payments started after this change tell the merchant's webhook endpoints when a charge needs the
 # customer's action (payment.requires_action); running payments replay without that activity.
 EMIT_REQUIRES_ACTION = "emit-requires-action-event"
+# `charging` written with the admission, and `awaiting_webhook` (or `requires_action`) by the
+# charge activity itself: two local activities fewer before the API's answer (decision 38).
+RECORD_WITH_NEIGHBOURS = "record-charging-and-waiting-with-neighbours"
 
 # How often a payment escalated to operators is still reconciled with its gateway.
 ATTENTION_RECONCILE_EVERY = timedelta(hours=1)
@@ -142,6 +147,12 @@ class PaymentWorkflow:
         # References of earlier attempts' charges: their events never settle a later attempt.
         self._old_references: set[str] = set()
         self._next_deadline: str | None = None
+        # Payments started with RECORD_WITH_NEIGHBOURS let the admission write `charging` and
+        # the charge activity write the waiting status; the workflow then only follows along.
+        self._record_with_neighbours = False
+        self._charging_written = False
+        # The waiting transition the charge activity wrote: (seq, status, written at).
+        self._waiting_written: tuple[int, PaymentStatus, str] | None = None
         self._created_at = workflow.now().isoformat()
         self._updated_at = self._created_at
 
@@ -381,7 +392,10 @@ class PaymentWorkflow:
                 self._old_references.add(self._outcome.gateway_reference)
             self._outcome = None
             reason, self._switch_reason = self._switch_reason, None
-            await self._transition(PaymentStatus.CHARGING, gateway=self._gateway, reason=reason)
+            if self._charging_written:
+                self._charging_written = False  # the admission wrote this attempt's `charging`
+            else:
+                await self._transition(PaymentStatus.CHARGING, gateway=self._gateway, reason=reason)
             outcome = await self._charge_once()
             if outcome is not None and outcome.state is ChargeState.NOT_FOUND:
                 continue  # failed over: the next gateway gets a new attempt at once
@@ -425,6 +439,7 @@ class PaymentWorkflow:
             capture=self._request.capture,
             description=self._request.description,
             metadata=self._request.metadata,
+            record_waiting=self._waiting_template() if self._record_with_neighbours else None,
         )
         try:
             outcome = await workflow.execute_activity_method(
@@ -435,9 +450,32 @@ class PaymentWorkflow:
                 summary=f"charge via {self._gateway.value} (attempt {self._attempt})",
             )
         except ActivityError as error:
+            self._skip_reserved(request.record_waiting)
             return await self._after_charge_error(error, key)
+        self._note_written_waiting(request.record_waiting, outcome)
         self._record_outcome(outcome)
         return outcome
+
+    def _waiting_template(self) -> Transition:
+        """The waiting transition the charge activity writes if the gateway answers "pending" or
+        "requires action"; its sequence number is reserved for it whatever the answer."""
+        return self._build(PaymentStatus.AWAITING_WEBHOOK, seq=self._seq + 1)
+
+    def _skip_reserved(self, template: Transition | None) -> None:
+        # An earlier try of the activity may have written the reserved number before this one
+        # failed, so the number is never given to another transition: gaps are allowed, reuse
+        # would lose the later transition (the ledger keeps the first event per number).
+        if template is not None:
+            self._seq = max(self._seq, template.seq)
+
+    def _note_written_waiting(self, template: Transition | None, outcome: ChargeOutcome) -> None:
+        status = waiting_status(outcome.state)
+        if template is None:
+            return
+        if status is None or outcome.recorded_at is None:
+            self._skip_reserved(template)
+            return
+        self._waiting_written = (template.seq, status, outcome.recorded_at)
 
     async def _after_charge_error(self, error: ActivityError, key: str) -> ChargeOutcome | None:
         cause = error.cause
@@ -507,7 +545,7 @@ class PaymentWorkflow:
                 else PaymentStatus.AWAITING_WEBHOOK
             )
             if self._status not in (waiting, PaymentStatus.NEEDS_ATTENTION):
-                await self._transition(waiting, gateway_reference=outcome.gateway_reference)
+                await self._enter_waiting(waiting, outcome)
                 # Released first: the initiate update answers without waiting for the fan-out.
                 self._initiated = True
                 if waiting is PaymentStatus.REQUIRES_ACTION and workflow.patched(
@@ -588,6 +626,16 @@ class PaymentWorkflow:
         reason = self._cancel.reason if status is PaymentStatus.CANCELED and self._cancel else None
         failure = outcome.failure if status is PaymentStatus.FAILED else None
         await self._finish(status, failure, reason=reason)
+
+    async def _enter_waiting(self, waiting: PaymentStatus, outcome: ChargeOutcome) -> None:
+        written, self._waiting_written = self._waiting_written, None
+        if written is not None and written[1] is waiting and written[0] == self._seq + 1:
+            # The charge activity wrote it; the workflow only follows.
+            self._enter(waiting, gateway_reference=outcome.gateway_reference, at=written[2])
+            return
+        if written is not None:
+            self._skip_reserved(self._build(waiting, seq=written[0]))
+        await self._transition(waiting, gateway_reference=outcome.gateway_reference)
 
     def _conflicts(self, outcome: ChargeOutcome) -> bool:
         return outcome.amount_minor is not None and (
@@ -865,21 +913,42 @@ class PaymentWorkflow:
     async def _admit(self) -> RiskAssessment:
         # Search attributes go in one upsert here and one with the next transition, not five:
         # each upsert is a history event and a visibility write on the server.
+        self._record_with_neighbours = self._records_with_neighbours()
         admission = Admission(
             received=self._enter(PaymentStatus.RECEIVED, request=self._request, upsert=False),
             risk_check=self._enter(
                 PaymentStatus.RISK_CHECK, extra=self._static_search_attributes()
             ),
         )
+        if self._record_with_neighbours:
+            settings = self._settings
+            admission = replace(
+                admission,
+                charging=self._build(
+                    PaymentStatus.CHARGING, seq=self._seq + 1, gateway=self._gateway
+                ),
+                charge_below=min(settings.risk_block_score, settings.risk_review_score),
+            )
         risk = await workflow.execute_local_activity_method(
             AdmissionActivities.admit_payment,
             admission,
             start_to_close_timeout=timedelta(seconds=10),
             retry_policy=LEDGER_RETRY,
-            summary="ledger: received, risk_check; fraud score",
+            summary="ledger: received, risk_check, charging; fraud score"
+            if self._record_with_neighbours
+            else "ledger: received, risk_check; fraud score",
         )
         self._pending_search_attributes = [sa.RISK_SCORE.value_set(risk.score)]
+        self._risk = risk
+        if admission.charges_at_once(risk.score):
+            # Written in the admission's transaction: followed here at once, before anything
+            # else can take its sequence number (a cancel that came meanwhile ends it next).
+            self._enter(PaymentStatus.CHARGING, gateway=self._gateway)
+            self._charging_written = True
         return risk
+
+    def _records_with_neighbours(self) -> bool:
+        return workflow.patched(RECORD_WITH_NEIGHBOURS)
 
     async def _score_risk(self) -> RiskAssessment:
         risk = await workflow.execute_local_activity_method(
@@ -946,12 +1015,13 @@ class PaymentWorkflow:
         request: PaymentRequest | None = None,
         upsert: bool = True,
         extra: Sequence[SearchAttributeUpdate[Any]] = (),
+        at: str | None = None,
     ) -> Transition:
         """Move to ``status`` in the workflow and its search attributes; the ledger write it
-        returns is the caller's to run."""
+        returns is the caller's to run (or was run already, at ``at``)."""
         self._seq += 1
         self._status = status
-        self._updated_at = workflow.now().isoformat()
+        self._updated_at = at or workflow.now().isoformat()
         workflow.set_current_details(self._current_details(reason))
         if upsert:
             pairs: list[SearchAttributeUpdate[Any]] = [
@@ -969,10 +1039,32 @@ class PaymentWorkflow:
             status.value,
             extra={"payment_id": self._request.payment_id, "status": status.value},
         )
+        return self._build(
+            status,
+            seq=self._seq,
+            reason=reason,
+            gateway=gateway,
+            gateway_reference=gateway_reference,
+            failure=failure,
+            request=request,
+        )
+
+    def _build(
+        self,
+        status: PaymentStatus,
+        *,
+        seq: int,
+        reason: str | None = None,
+        gateway: GatewayName | None = None,
+        gateway_reference: str | None = None,
+        failure: Failure | None = None,
+        request: PaymentRequest | None = None,
+    ) -> Transition:
+        """The ledger line for ``status`` at ``seq``, without moving the workflow there."""
         return Transition(
             payment_id=self._request.payment_id,
             workflow_id=workflow.info().workflow_id,
-            seq=self._seq,
+            seq=seq,
             status=status,
             reason=reason,
             gateway=gateway,

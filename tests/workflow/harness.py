@@ -36,6 +36,7 @@ from workflows.contract import (
     RiskAssessment,
     RiskFactor,
     RiskInput,
+    Transition,
     WorkflowSettings,
 )
 from workflows.payment import PaymentWorkflow
@@ -170,8 +171,11 @@ async def running_payments(
     *others: ScriptedGateway,
     notifier: Notifier | None = None,
     risk_score: int | None = None,
+    record: Callable[[Transition], None] | None = None,
 ) -> AsyncIterator[Harness]:
-    """``risk_score``: replace the ledger-based scoring with a fixed score (review/block tests)."""
+    """``risk_score``: replace the ledger-based scoring with a fixed score (review/block tests).
+    ``record``: how the charge activity writes the waiting status (default: the ledger's own
+    transition write)."""
     task_queue = f"payments-{uuid.uuid4().hex[:8]}"
     notifier = notifier or Notifier()
     ledger = LedgerActivities(sessions)
@@ -179,7 +183,9 @@ async def running_payments(
     admission = AdmissionActivities(
         sessions, FixedScore(risk_score) if risk_score is not None else risk
     )
-    gateways = GatewayActivities({g.name: g for g in (gateway, *others)})
+    gateways = GatewayActivities(
+        {g.name: g for g in (gateway, *others)}, record=record or ledger.record_transition
+    )
     with ThreadPoolExecutor(max_workers=8) as executor:
         async with Worker(
             env.client,

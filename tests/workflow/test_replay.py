@@ -6,6 +6,7 @@ Replaying needs no Temporal server. The histories come from ``python -m tests.hi
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -19,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from paytide.operator import load_history_file, replay_histories
     from tests.histories.record import AFTER_ADMISSION, BRANCHES, REFUND_AND_DISPUTE
     from workflows.contract import PaymentInput, PaymentView, RiskAssessment
-    from workflows.payment import PaymentWorkflow
+    from workflows.payment import RECORD_WITH_NEIGHBOURS, PaymentWorkflow
 
 ROOT = Path(__file__).parents[2]
 HISTORIES = ROOT / "tests" / "histories"
@@ -41,6 +42,9 @@ class ChangedPaymentWorkflow(PaymentWorkflow):
 # Histories recorded before payments were admitted in one local activity: running payments of
 # that age must keep replaying, which is what the `workflow.patched` guard is for.
 BEFORE_ADMISSION = HISTORIES / "before_admission"
+# The same for payments started before `charging` and the waiting status were written by the
+# admission and the charge activity (decision 38).
+BEFORE_NEIGHBOURS = HISTORIES / "before_neighbours"
 
 
 def current() -> list[Path]:
@@ -59,8 +63,24 @@ class AlwaysAdmitsInOneStep(PaymentWorkflow):
         return await self._admit()
 
 
+@workflow.defn(name="PaymentWorkflow")
+class AlwaysRecordsWithNeighbours(PaymentWorkflow):
+    """PaymentWorkflow with decision 38 but without its ``workflow.patched`` guard."""
+
+    @workflow.run
+    async def run(self, input: PaymentInput) -> PaymentView:
+        return await super().run(input)
+
+    def _records_with_neighbours(self) -> bool:
+        return True
+
+
 def recorded() -> list[Path]:
-    return current() + sorted(BEFORE_ADMISSION.glob("*.json"))
+    return (
+        current()
+        + sorted(BEFORE_NEIGHBOURS.glob("*.json"))
+        + sorted(BEFORE_ADMISSION.glob("*.json"))
+    )
 
 
 def test_every_branch_has_a_recorded_history() -> None:
@@ -78,6 +98,27 @@ def test_histories_from_before_the_admission_patch_are_kept() -> None:
     marker = '"markerName": "core_patch"'
     assert all(marker in (HISTORIES / f"{branch}.json").read_text() for branch in BRANCHES)
     assert not any(marker in path.read_text() for path in BEFORE_ADMISSION.glob("*.json"))
+
+
+def test_histories_from_before_the_neighbours_patch_are_kept() -> None:
+    """Every payment branch has a history from before decision 38; only the new ones carry its
+    patch marker."""
+    assert sorted(path.stem for path in BEFORE_NEIGHBOURS.glob("*.json")) == sorted(BRANCHES)
+    # The patch id sits base64-encoded in the marker's payload.
+    patch_id = base64.b64encode(
+        json.dumps({"id": RECORD_WITH_NEIGHBOURS}, separators=(",", ":")).encode()
+    ).decode()[:40]
+    assert all(patch_id in (HISTORIES / f"{branch}.json").read_text() for branch in BRANCHES)
+    assert not any(patch_id in path.read_text() for path in BEFORE_NEIGHBOURS.glob("*.json"))
+
+
+async def test_histories_from_before_neighbours_do_not_replay_without_the_guard() -> None:
+    """Without its guard, decision 38 breaks payments that were running when it shipped."""
+    history = load_history_file(BEFORE_NEIGHBOURS / "ok.json")
+    report = await replay_histories([history], [AlwaysRecordsWithNeighbours])
+    assert not report.ok
+    [failure] = report.failures
+    assert failure.workflow_id == "ok"
 
 
 async def test_old_histories_do_not_replay_without_the_patch_guard() -> None:
