@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from ledger.conflicts import insert_ignoring_conflict
 from ledger.models import Notification, Payment, PaymentEvent, WebhookEvent, utcnow
+from ledger.transition_sql import statements
 from workflows.contract import (
     CaptureMethod,
     Failure,
@@ -61,49 +62,40 @@ def apply_transition(session: Session, transition: Transition) -> bool:
     True when this call moved the payment's row: a retried or late transition answers False,
     so whoever counts transitions counts each one once.
     """
+    sql = statements(session.get_bind().dialect.name)
+    connection = session.connection()
+    at = _moment(transition)
     if transition.request is not None:
-        insert_ignoring_conflict(
-            session,
-            Payment.__table__,  # type: ignore[attr-defined]
-            _new_payment_row(transition, transition.request),
-            ["id"],
-        )
-    insert_ignoring_conflict(
-        session,
-        PaymentEvent.__table__,  # type: ignore[attr-defined]
+        connection.execute(sql.insert_payment, _new_payment_row(transition, transition.request))
+    connection.execute(
+        sql.insert_event,
         {
             "payment_id": transition.payment_id,
             "seq": transition.seq,
             "status": transition.status.value,
             "reason": transition.reason,
             "detail": _detail(transition),
-            "created_at": _moment(transition),
+            "created_at": at,
         },
-        ["payment_id", "seq"],
     )
-    values: dict[str, Any] = {
-        "status": transition.status.value,
-        "last_seq": transition.seq,
-        "updated_at": _moment(transition),
-    }
-    if transition.gateway is not None:
-        values["gateway"] = transition.gateway.value
-    if transition.gateway_reference is not None:
-        values["gateway_reference"] = transition.gateway_reference
-    if transition.risk is not None:
-        values["risk_score"] = transition.risk.score
-        values["risk_factors"] = [asdict(factor) for factor in transition.risk.factors]
-    if transition.failure is not None:
-        values["failure_code"] = transition.failure.code
-        values["failure_message"] = transition.failure.message
-        values["failure_retryable"] = transition.failure.retryable
-    result = session.execute(
-        update(Payment)
-        .where(col(Payment.id) == transition.payment_id, col(Payment.last_seq) < transition.seq)
-        .values(**values)
+    risk, failure = transition.risk, transition.failure
+    moved = connection.execute(
+        sql.move_payment,
+        {
+            "new_id": transition.payment_id,
+            "new_seq": transition.seq,
+            "new_status": transition.status.value,
+            "new_updated_at": at,
+            "new_gateway": transition.gateway.value if transition.gateway else None,
+            "new_gateway_reference": transition.gateway_reference,
+            "new_risk_score": risk.score if risk else None,
+            "new_risk_factors": [asdict(factor) for factor in risk.factors] if risk else None,
+            "new_failure_code": failure.code if failure else None,
+            "new_failure_message": failure.message if failure else None,
+            "new_failure_retryable": failure.retryable if failure else None,
+        },
     )
-    # An UPDATE's result is a CursorResult, which knows how many rows it changed.
-    return bool(getattr(result, "rowcount", 0))
+    return bool(moved.rowcount)
 
 
 def _detail(transition: Transition) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +15,15 @@ from ledger import payments as ledger
 from ledger.engine import create_ledger_engine, session_factory, transaction
 from ledger.migrate import current_revision, head_revision, upgrade
 from ledger.models import Notification, Payment, PaymentEvent
-from workflows.contract import GatewayName, PaymentRequest, PaymentStatus, Transition
+from workflows.contract import (
+    Failure,
+    GatewayName,
+    PaymentRequest,
+    PaymentStatus,
+    RiskAssessment,
+    RiskFactor,
+    Transition,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -126,6 +135,41 @@ def test_older_transition_does_not_overwrite_a_newer_one(ledger_engine: Engine) 
     assert row.last_seq == 3
     assert row.gateway_reference == "ch_new"
     assert event_seqs(ledger_engine, request.payment_id) == [1, 2, 3]
+
+
+def test_a_transition_keeps_what_it_does_not_say(ledger_engine: Engine) -> None:
+    """Gateway, reference, risk and failure stay as they are when a later transition leaves
+    them out, and change when it gives them (JSON included: no 'null' written over factors)."""
+    request = payment_request()
+    risk = RiskAssessment(score=12, factors=[RiskFactor(name="new_customer", weight=12)])
+    failed = Failure(code="card_declined", message="declined", retryable=False)
+    apply(
+        ledger_engine,
+        transition(request, 1, PaymentStatus.RECEIVED),
+        replace(
+            transition(request, 2, PaymentStatus.CHARGING, gateway=GatewayName.SANDBOX),
+            risk=risk,
+        ),
+        transition(request, 3, PaymentStatus.AWAITING_WEBHOOK, gateway_reference="ch_9"),
+    )
+    (row,) = payment_rows(ledger_engine, request.payment_id)
+    assert (row.gateway, row.gateway_reference, row.risk_score) == ("sandbox", "ch_9", 12)
+    assert row.risk_factors == [{"name": "new_customer", "weight": 12, "evidence": {}}]
+    assert (row.failure_code, row.failure_message, row.failure_retryable) == (None, None, None)
+
+    apply(
+        ledger_engine,
+        replace(transition(request, 4, PaymentStatus.FAILED), failure=failed),
+    )
+    (row,) = payment_rows(ledger_engine, request.payment_id)
+    assert (row.status, row.last_seq) == (PaymentStatus.FAILED, 4)
+    assert (row.gateway, row.gateway_reference, row.risk_score) == ("sandbox", "ch_9", 12)
+    assert row.risk_factors == [{"name": "new_customer", "weight": 12, "evidence": {}}]
+    assert (row.failure_code, row.failure_message, row.failure_retryable) == (
+        "card_declined",
+        "declined",
+        False,
+    )
 
 
 def test_record_webhook_is_true_once_per_event(ledger_engine: Engine) -> None:
