@@ -22,6 +22,7 @@ from temporalio.service import RPCError
 from temporalio.worker import WorkflowRunner
 
 from paytide import search_attributes as sa
+from paytide.codec import data_converter as plain_converter
 from workflows.contract import PaymentStatus, PaymentView, ReconcileRequest
 
 WORKFLOW_TYPE = "PaymentWorkflow"
@@ -397,7 +398,7 @@ async def replay_histories(
     histories: Iterable[WorkflowHistory] | AsyncIterator[WorkflowHistory],
     workflows: Sequence[type] | None = None,
     *,
-    data_converter: DataConverter = DataConverter.default,
+    data_converter: DataConverter | None = None,
     workflow_runner: WorkflowRunner | None = None,
 ) -> ReplayReport:
     """Replay every history with ``workflows`` (default: the worker's), collecting failures.
@@ -411,7 +412,7 @@ async def replay_histories(
     replayer = Replayer(
         workflows=list(workflows or WORKFLOWS),
         workflow_runner=workflow_runner or REPLAY_RUNNER,
-        data_converter=data_converter,
+        data_converter=data_converter or plain_converter(None),
     )
     source = histories if isinstance(histories, AsyncIterator) else _as_async(histories)
     replayed = 0

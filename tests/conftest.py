@@ -22,6 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 from ledger.engine import create_ledger_engine
 from ledger.migrate import upgrade
 from paytide.binaries import temporal_cli, temporal_test_server
+from paytide.codec import data_converter
 from paytide.search_attributes import ALL_KEYS
 
 TESTS = Path(__file__).parent
@@ -56,7 +57,9 @@ async def register_search_attributes(env: WorkflowEnvironment) -> None:
 @pytest.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(temporal_test_server())
+        test_server_existing_path=str(temporal_test_server()),
+        # The worker's own converter (without the codec, so tests can read payloads).
+        data_converter=data_converter(None),
     )
     # The test server knows no custom search attributes until told, like a real cluster.
     await register_search_attributes(env)
