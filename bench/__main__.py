@@ -31,10 +31,11 @@ from temporalio.service import RPCError
 from api.idempotency import workflow_id
 from bench import load
 from bench.engine import bare_payment
+from bench.merchant import Settled, new_secret, serving
 from bench.payments import http_payment
 from bench.phase import Phase, load_average, measure
 from bench.report import breakdown, document, table
-from bench.stack import RunningStack, local_stack, postgres_database
+from bench.stack import RunningStack, free_port, local_stack, postgres_database
 from bench.watch import Watch
 from paytide.settings import Settings
 from paytide.temporal import connect
@@ -54,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seconds", type=float, default=20, help="length of each timed phase")
     parser.add_argument(
         "--rate", type=float, help="fixed-rate phase: payments/s (default: half of saturation)"
+    )
+    parser.add_argument(
+        "--observe",
+        choices=["webhook", "poll"],
+        default="webhook",
+        help="how a client learns its payment succeeded: the merchant callback (default) or "
+        "GET /payments/{id} every 25 ms",
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     return parser
@@ -95,7 +103,14 @@ async def _history_shape(client: Client, workflow: str) -> dict[str, Any]:
 
 
 async def _run(
-    args: argparse.Namespace, stack: RunningStack, watch: Watch
+    args: argparse.Namespace, stack: RunningStack, watch: Watch, merchant: tuple[int, str]
+) -> tuple[list[Phase], dict[str, Any]]:
+    async with serving(*merchant) as settled:
+        return await _phases(args, stack, watch, settled if args.observe == "webhook" else None)
+
+
+async def _phases(
+    args: argparse.Namespace, stack: RunningStack, watch: Watch, settled: Settled | None
 ) -> tuple[list[Phase], dict[str, Any]]:
     temporal = await connect(
         Settings(temporal_address=stack.temporal_address, temporal_namespace=stack.namespace)
@@ -123,8 +138,12 @@ async def _run(
     keys: list[str] = []
     headers = {"Authorization": f"Bearer {stack.api_key}"}
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=30, headers=headers) as http:
-        pay = http_payment(http, keys)
-        print("paytide over HTTP (sandbox gateway, webhook delay 0)", flush=True)
+        pay = http_payment(http, keys, settled)
+        print(
+            "paytide over HTTP (sandbox gateway, webhook delay 0; succeeded seen by "
+            f"{'the merchant callback' if settled else 'polling GET /payments/{id}'})",
+            flush=True,
+        )
         await load.sequential(pay, Phase("paytide", "warm-up"), WARM_UP)
         phases.append(
             await measure(
@@ -176,6 +195,7 @@ def main() -> None:
         "sequential": args.sequential,
         "clients": args.clients,
         "seconds": args.seconds,
+        "observe": args.observe,
         "machine": _machine(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -183,9 +203,17 @@ def main() -> None:
     database: AbstractContextManager[str] = (
         postgres_database() if args.ledger == "postgres" else nullcontext("")
     )
+    # The merchant endpoint runs in the bench; the worker POSTs every payment's callback there.
+    merchant = (free_port(), new_secret())
+    callbacks = {
+        "PAYTIDE_MERCHANT_CALLBACK_URL": f"http://127.0.0.1:{merchant[0]}/callbacks",
+        "PAYTIDE_MERCHANT_CALLBACK_SECRET": merchant[1],
+    }
     with (
         database as database_url,
-        local_stack(temporal_db=args.temporal_db, database_url=database_url) as stack,
+        local_stack(
+            temporal_db=args.temporal_db, database_url=database_url, extra_env=callbacks
+        ) as stack,
     ):
         print(
             f"stack up (Temporal dev server: {args.temporal_db}, ledger: {args.ledger})", flush=True
@@ -202,7 +230,7 @@ def main() -> None:
         missing = {"temporal", "worker", "api", "sandbox"} - set(watch.roots)
         if missing:
             raise SystemExit(f"could not find these services under paytide dev: {sorted(missing)}")
-        phases, history = asyncio.run(_run(args, stack, watch))
+        phases, history = asyncio.run(_run(args, stack, watch, merchant))
     print()
     print(table(phases))
     print("one sequential payment's history (task: wait+run ms):")

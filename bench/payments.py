@@ -9,6 +9,7 @@ import uuid
 import httpx
 
 from bench.load import One
+from bench.merchant import Settled
 from bench.phase import Phase
 
 SETTLE_TIMEOUT = 30.0
@@ -18,8 +19,12 @@ POLL_INTERVAL = 0.025
 FINAL_OTHER = frozenset({"failed", "blocked", "canceled", "conflicted", "needs_attention"})
 
 
-def http_payment(client: httpx.AsyncClient, ids: list[str] | None = None) -> One:
-    """``ids`` collects the Idempotency-Keys used, in order, to find a payment's history."""
+def http_payment(
+    client: httpx.AsyncClient, ids: list[str] | None = None, settled: Settled | None = None
+) -> One:
+    """``ids`` collects the Idempotency-Keys used, in order, to find a payment's history.
+    With ``settled``, a payment has succeeded when its ``payment.succeeded`` callback came;
+    without, when a GET /payments/{id} (every 25 ms) says so."""
 
     async def one(phase: Phase) -> None:
         key = uuid.uuid4().hex
@@ -41,6 +46,11 @@ def http_payment(client: httpx.AsyncClient, ids: list[str] | None = None) -> One
             phase.first_ms.append((time.perf_counter() - started) * 1000)
             payment_id = response.json()["id"]
             status = response.json().get("status")
+            if settled is not None and status != "succeeded":
+                if status in FINAL_OTHER or not await settled.wait(payment_id, SETTLE_TIMEOUT):
+                    phase.errors += 1
+                    return
+                status = "succeeded"
             while status != "succeeded":
                 if status in FINAL_OTHER or time.perf_counter() - started > SETTLE_TIMEOUT:
                     phase.errors += 1

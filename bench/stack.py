@@ -38,7 +38,7 @@ class RunningStack:
     env: dict[str, str]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     # Below the ephemeral range (32768-60999): a port picked there cannot be taken by another
     # process's outgoing connection before the stack's child binds it.
     for _ in range(200):
@@ -82,22 +82,25 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def local_stack(*, temporal_db: str, database_url: str) -> Iterator[RunningStack]:
-    """`paytide dev --no-demo` in a temporary state folder plus the bare worker."""
+def local_stack(
+    *, temporal_db: str, database_url: str, extra_env: dict[str, str] | None = None
+) -> Iterator[RunningStack]:
+    """`paytide dev --no-demo` in a temporary state folder plus the bare worker; ``extra_env``
+    goes to every process of the stack."""
     state = Path(tempfile.mkdtemp(prefix="paytide-bench-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PAYTIDE_")}
-    api_port = _free_port()
-    temporal_address = f"127.0.0.1:{_free_port()}"
+    api_port = free_port()
+    temporal_address = f"127.0.0.1:{free_port()}"
     env.update(
         {
             "PAYTIDE_STATE_DIR": str(state),
             "PAYTIDE_TEMPORAL_ADDRESS": temporal_address,
-            "PAYTIDE_TEMPORAL_UI_PORT": str(_free_port()),
+            "PAYTIDE_TEMPORAL_UI_PORT": str(free_port()),
             "PAYTIDE_TEMPORAL_DEV_DB": temporal_db,
             "PAYTIDE_API_PORT": str(api_port),
-            "PAYTIDE_SANDBOX_PORT": str(_free_port()),
-            "PAYTIDE_WORKER_METRICS_PORT": str(_free_port()),
-            "PAYTIDE_DEV_SMTP_PORT": str(_free_port()),
+            "PAYTIDE_SANDBOX_PORT": str(free_port()),
+            "PAYTIDE_WORKER_METRICS_PORT": str(free_port()),
+            "PAYTIDE_DEV_SMTP_PORT": str(free_port()),
             "PAYTIDE_SANDBOX_WEBHOOK_DELAY": "0",
             "PAYTIDE_LOG_LEVEL": "WARNING",
             # One merchant at full speed: the per-key limit would otherwise measure itself.
@@ -107,6 +110,7 @@ def local_stack(*, temporal_db: str, database_url: str) -> Iterator[RunningStack
     )
     if database_url:
         env["PAYTIDE_DATABASE_URL"] = database_url
+    env.update(extra_env or {})
     print(f"starting paytide dev in {state} …", flush=True)
     output = (state / "dev.out").open("wb")
     dev = subprocess.Popen(
