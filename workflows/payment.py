@@ -903,6 +903,12 @@ class PaymentWorkflow:
 
     async def _admission(self) -> RiskAssessment:
         """``received`` and ``risk_check`` in the ledger, and the payment's risk score."""
+        # Newest first: a payment started now carries one patch marker, not two (each patch is
+        # a marker and a TemporalChangeVersion upsert, two events and a visibility write).
+        # RECORD_WITH_NEIGHBOURS implies the one-step admission.
+        if self._records_with_neighbours():
+            self._record_with_neighbours = True
+            return await self._admit()
         if workflow.patched(ADMIT_IN_ONE_STEP):
             return await self._admit()
         self._upsert_static_search_attributes()
@@ -913,7 +919,6 @@ class PaymentWorkflow:
     async def _admit(self) -> RiskAssessment:
         # Search attributes go in one upsert here and one with the next transition, not five:
         # each upsert is a history event and a visibility write on the server.
-        self._record_with_neighbours = self._records_with_neighbours()
         admission = Admission(
             received=self._enter(PaymentStatus.RECEIVED, request=self._request, upsert=False),
             risk_check=self._enter(

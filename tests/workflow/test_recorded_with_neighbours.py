@@ -93,7 +93,9 @@ async def test_pending_charge_needs_no_local_activity_between_charge_and_answer(
         for _, m in markers
         if m.marker_name == "core_patch"
     ]
-    assert any(RECORD_WITH_NEIGHBOURS.encode() in data for data in patches)
+    # One patch marker, the newest: it implies the one-step admission, whose own marker (and
+    # TemporalChangeVersion upsert) new payments no longer carry.
+    assert len(patches) == 1 and RECORD_WITH_NEIGHBOURS.encode() in patches[0]
     assert len([i for i in local_activities if i < charge_scheduled]) == 1  # the admission
     assert not [i for i in local_activities if charge_completed < i < answered]
 
