@@ -393,7 +393,10 @@ class PaymentWorkflow:
             self._outcome = None
             reason, self._switch_reason = self._switch_reason, None
             if self._charging_written:
-                self._charging_written = False  # the admission wrote this attempt's `charging`
+                # The admission wrote this attempt's `charging`; the Web UI's line learns the
+                # attempt number only now.
+                self._charging_written = False
+                workflow.set_current_details(self._current_details(reason))
             else:
                 await self._transition(PaymentStatus.CHARGING, gateway=self._gateway, reason=reason)
             outcome = await self._charge_once()
