@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 
 from ledger.conflicts import insert_ignoring_conflict
 from ledger.models import Notification, Payment, PaymentEvent, WebhookEvent, utcnow
-from ledger.transition_sql import statements
+from ledger.transition_sql import MOVE_PAYMENT
 from workflows.contract import (
     CaptureMethod,
     Failure,
@@ -62,13 +62,17 @@ def apply_transition(session: Session, transition: Transition) -> bool:
     True when this call moved the payment's row: a retried or late transition answers False,
     so whoever counts transitions counts each one once.
     """
-    sql = statements(session.get_bind().dialect.name)
-    connection = session.connection()
     at = _moment(transition)
     if transition.request is not None:
-        connection.execute(sql.insert_payment, _new_payment_row(transition, transition.request))
-    connection.execute(
-        sql.insert_event,
+        insert_ignoring_conflict(
+            session,
+            Payment.__table__,  # type: ignore[attr-defined]
+            _new_payment_row(transition, transition.request),
+            ["id"],
+        )
+    insert_ignoring_conflict(
+        session,
+        PaymentEvent.__table__,  # type: ignore[attr-defined]
         {
             "payment_id": transition.payment_id,
             "seq": transition.seq,
@@ -77,10 +81,11 @@ def apply_transition(session: Session, transition: Transition) -> bool:
             "detail": _detail(transition),
             "created_at": at,
         },
+        ["payment_id", "seq"],
     )
     risk, failure = transition.risk, transition.failure
-    moved = connection.execute(
-        sql.move_payment,
+    moved = session.connection().execute(
+        MOVE_PAYMENT,
         {
             "new_id": transition.payment_id,
             "new_seq": transition.seq,
