@@ -11,7 +11,7 @@ makes a retried request join the same payment instead of charging again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -1137,15 +1137,9 @@ class PaymentWorkflow:
         """Hand an event to the merchant's webhook endpoints only: the single callback never
         carried intermediate statuses. Their deliveries run detached; this waits for none."""
         try:
-            await workflow.execute_activity_method(
+            await self._tell_merchant(
                 NotificationActivities.emit_merchant_event,
-                NotificationInput(
-                    payment=self._view(),
-                    event_type=event_type,
-                    merchant_id=self._request.merchant_id,
-                ),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=NOTIFY_RETRY,
+                event_type,
                 summary=f"merchant endpoints: {event_type}",
             )
         except ActivityError:
@@ -1154,21 +1148,35 @@ class PaymentWorkflow:
                 extra={"payment_id": self._request.payment_id, "event_type": event_type},
             )
 
+    async def _tell_merchant(
+        self,
+        activity: Callable[[NotificationActivities, NotificationInput], Awaitable[Any]],
+        event_type: str,
+        *,
+        summary: str,
+    ) -> None:
+        """One merchant notification activity about the payment as it stands now."""
+        await workflow.execute_activity_method(
+            activity,
+            NotificationInput(
+                payment=self._view(),
+                event_type=event_type,
+                merchant_id=self._request.merchant_id,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=NOTIFY_RETRY,
+            summary=summary,
+        )
+
     async def _notify_merchant(self) -> bool:
         """Tell the merchant about the current status; False when delivery failed for good."""
         event_type = _EVENT_TYPE.get(self._status)
         if event_type is None:
             return True
         try:
-            await workflow.execute_activity_method(
+            await self._tell_merchant(
                 NotificationActivities.notify_merchant,
-                NotificationInput(
-                    payment=self._view(),
-                    event_type=event_type,
-                    merchant_id=self._request.merchant_id,
-                ),
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=NOTIFY_RETRY,
+                event_type,
                 summary=f"notify merchant: {event_type}",
             )
         except ActivityError as error:
