@@ -169,9 +169,10 @@ def data_converter(codec: PayloadCodec | None) -> DataConverter:
     Pydantic reads and writes the same JSON as the SDK's default for our dataclasses, with one
     validator per type for the process (paytide/payload_json.py) instead of resolving every
     dataclass's type hints on each payload: that resolution was an eighth of the worker's busy
-    time (docs/performance.md). With a
-    codec, failure messages and stack traces move into an encoded attribute too: an error text
-    can quote a customer or a gateway answer, and would otherwise be stored in clear.
+    time (docs/performance.md).
+
+    With a codec, failure messages and stack traces move into an encoded attribute too: an error
+    text can quote a customer or a gateway answer, and would otherwise be stored in clear.
     """
     converter = dataclasses.replace(
         default_converter(), payload_converter_class=PaytidePayloadConverter
