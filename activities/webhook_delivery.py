@@ -40,8 +40,9 @@ from workflows.delivery_contract import DeadLetter, DeliveryAttempt, DeliveryOut
 SIGNATURE_HEADER = "Paytide-Signature"
 EVENT_ID_HEADER = "Paytide-Event-Id"
 # What the merchant sees of a refused target: nothing about what answers at that address.
+FORBIDDEN_TYPE = "target_forbidden"
 TARGET_FORBIDDEN = (
-    "target_forbidden: the endpoint's host does not resolve to public addresses only; the "
+    f"{FORBIDDEN_TYPE}: the endpoint's host does not resolve to public addresses only; the "
     "endpoint was disabled. Fix its DNS or URL, then enable it"
 )
 UNRESOLVED = "endpoint unreachable: its host did not resolve"
@@ -158,9 +159,9 @@ class WebhookDeliveryActivities:
                 },
             )
             await asyncio.to_thread(self._refuse, delivery_id, prepared.endpoint_id)
-            raise ApplicationError(
-                TARGET_FORBIDDEN, type="target_forbidden", non_retryable=True
-            ) from None
+            # Its text is "<type>: <message>" where it surfaces: the same words as the log.
+            message = TARGET_FORBIDDEN.removeprefix(f"{FORBIDDEN_TYPE}: ")
+            raise ApplicationError(message, type=FORBIDDEN_TYPE, non_retryable=True) from None
 
     async def _post(self, target: Target, body: bytes, headers: dict[str, str]) -> httpx.Response:
         """POST to the checked addresses in order (the next one only when a connection could
