@@ -202,10 +202,13 @@ async def test_loopback_passes_only_with_the_development_setting(
     receiver: tuple[WebhookRecorder, int],
 ) -> None:
     """With PAYTIDE_WEBHOOK_ALLOW_LOOPBACK a receiver on this machine is registered and gets
-    its event (at the checked address, the name kept in Host); private, metadata and disguised
-    hosts stay refused."""
+    its event, sent to the address that was checked (a name only the check's resolver knows,
+    kept in Host); private, metadata and disguised hosts stay refused."""
     recorder, port = receiver
-    async with own_stack(dev_env, database_url, webhook_allow_loopback=True) as stack:
+    dns = Dns()
+    dns.overrides["receiver.paytide.test"] = ["127.0.0.1"]
+    extra = {"webhook_allow_loopback": True, "resolver": dns}
+    async with own_stack(dev_env, database_url, **extra) as stack:
         for url in INTERNAL:
             refused = await stack.api.post(
                 "/webhook-endpoints", json={"url": url, "events": ["payment.succeeded"]}
@@ -214,10 +217,10 @@ async def test_loopback_passes_only_with_the_development_setting(
             assert refused.json()["error"]["code"] == "webhook_url_forbidden"
         assert stored_endpoints(stack) == []
 
-        endpoint = await register(stack, f"http://localhost:{port}/webhooks")
+        endpoint = await register(stack, f"http://receiver.paytide.test:{port}/webhooks")
         recorder.secrets = [endpoint["secret"]]
         event = await succeeded_payment_event(stack)
         row = await final_delivery(stack, event, endpoint["id"])
         assert row.status == "delivered"
         assert recorder.event_ids == {event: 1}
-        assert recorder.delivered[0].headers["host"] == f"localhost:{port}"
+        assert recorder.delivered[0].headers["host"] == f"receiver.paytide.test:{port}"
