@@ -67,6 +67,33 @@ def event_body(event_id: str, event_type: str, created: int, data: Any) -> bytes
     ).encode()
 
 
+async def post_to_checked_address(
+    client: httpx.AsyncClient, target: Target, body: bytes, headers: dict[str, str]
+) -> httpx.Response:
+    """POST to the target's checked addresses in order (the next one only when a connection
+    could not be opened), never to its name, never following a redirect. The name goes in Host
+    and, for https, is the TLS server name the certificate is verified against. Each request has
+    its own connection: a pooled one, opened for another name on the same address, would skip
+    this name's certificate check."""
+    sent = {**headers, "Host": target.host_header, "Connection": "close"}
+    tls_name = target.scheme == "https" and not target.host_is_address
+    extensions = {"sni_hostname": target.host} if tls_name else None
+    last = len(target.addresses) - 1
+    for index, address in enumerate(target.addresses):
+        try:
+            return await client.post(
+                target.pinned_url(address),
+                content=body,
+                headers=sent,
+                extensions=extensions,
+                follow_redirects=False,
+            )
+        except httpx.ConnectError:
+            if index == last:
+                raise
+    raise AssertionError("a checked target has at least one address")
+
+
 class WebhookDeliveryActivities:
     """``policy``: which addresses endpoints may resolve to; ``resolver``: how their hosts are
     resolved (the system's getaddrinfo unless a test injects another)."""
@@ -163,29 +190,6 @@ class WebhookDeliveryActivities:
             message = TARGET_FORBIDDEN.removeprefix(f"{FORBIDDEN_TYPE}: ")
             raise ApplicationError(message, type=FORBIDDEN_TYPE, non_retryable=True) from None
 
-    async def _post(self, target: Target, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        """POST to the checked addresses in order (the next one only when a connection could
-        not be opened), never to the name, never following a redirect. Each request has its
-        own connection: a pooled one opened for another name on the same address would skip
-        this name's certificate check."""
-        sent = {**headers, "Host": target.host_header, "Connection": "close"}
-        tls_name = target.scheme == "https" and not target.host_is_address
-        extensions = {"sni_hostname": target.host} if tls_name else None
-        last = len(target.addresses) - 1
-        for index, address in enumerate(target.addresses):
-            try:
-                return await self._client.post(
-                    target.pinned_url(address),
-                    content=body,
-                    headers=sent,
-                    extensions=extensions,
-                    follow_redirects=False,
-                )
-            except httpx.ConnectError:
-                if index == last:
-                    raise
-        raise AssertionError("a checked target has at least one address")
-
     @activity.defn(name="deliver_webhook")
     async def deliver_webhook(self, request: DeliveryAttempt) -> DeliveryOutcome:
         """POST the event to its endpoint, signed with every live secret; a non-2xx answer or a
@@ -208,7 +212,7 @@ class WebhookDeliveryActivities:
         status_code: int | None = None
         error: str | None = None
         try:
-            response = await self._post(target, prepared.body, headers)
+            response = await post_to_checked_address(self._client, target, prepared.body, headers)
             status_code = response.status_code
             if not response.is_success:
                 error = f"endpoint answered {status_code}"

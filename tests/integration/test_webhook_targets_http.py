@@ -8,20 +8,23 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlmodel import select
 from temporalio.testing import WorkflowEnvironment
 
 from activities.notify import event_id
-from activities.webhook_delivery import TARGET_FORBIDDEN
+from activities.webhook_delivery import TARGET_FORBIDDEN, post_to_checked_address
 from ledger import webhook_deliveries
 from ledger.engine import session_factory, transaction
 from ledger.models import WebhookDelivery, WebhookEndpoint
-from paytide.outbound import system_resolver
+from paytide.outbound import TargetPolicy, check_url, system_resolver
 from tests.integration.stack import Stack, running_stack
 from tests.support.serve import serve
+from tests.support.tls import issue
 from tests.support.webhook_recorder import WebhookRecorder
 
 PUBLIC_ADDRESS = "93.184.216.34"
@@ -224,3 +227,31 @@ async def test_loopback_passes_only_with_the_development_setting(
         assert row.status == "delivered"
         assert recorder.event_ids == {event: 1}
         assert recorder.delivered[0].headers["host"] == f"receiver.paytide.test:{port}"
+
+
+async def test_https_to_a_checked_address_verifies_the_certificate_for_the_name(
+    tmp_path: Path,
+) -> None:
+    """An https delivery goes to the checked address yet presents and verifies the endpoint's
+    name in TLS: the receiver's certificate for that name is accepted, another name is not."""
+    name = "receiver.paytide.test"
+    certificate = issue(tmp_path, name)
+    recorder = WebhookRecorder()
+    dns = Dns()
+    dns.overrides[name] = ["127.0.0.1"]
+    dns.overrides["impostor.paytide.test"] = ["127.0.0.1"]
+    policy = TargetPolicy(allow_loopback=True)  # https only, as in production
+    async with (
+        serve(recorder.app, tls=(certificate.certificate, certificate.key)) as url,
+        httpx.AsyncClient(verify=certificate.client_context(), timeout=10) as client,
+    ):
+        port = url.rsplit(":", 1)[1]
+        target = await check_url(f"https://{name}:{port}/webhooks", policy, dns)
+        answer = await post_to_checked_address(client, target, b"{}", {})
+        assert answer.status_code == 200
+        assert recorder.received[0].headers["host"] == f"{name}:{port}"
+
+        impostor = await check_url(f"https://impostor.paytide.test:{port}/webhooks", policy, dns)
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await post_to_checked_address(client, impostor, b"{}", {})
+        assert len(recorder.received) == 1
