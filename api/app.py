@@ -52,6 +52,7 @@ from api.webhooks import receive_webhook
 from gateways.registry import build_verifiers
 from ledger.engine import create_ledger_engine, session_factory
 from paytide.metrics import ApiMetrics
+from paytide.outbound import Resolver, system_resolver
 from paytide.settings import Settings
 from paytide.temporal import connect
 from paytide.tracing import Tracing, tracing_from_settings
@@ -94,9 +95,11 @@ def create_app(
     temporal: Client | None = None,
     metrics: ApiMetrics | None = None,
     tracing: Tracing | None = None,
+    resolver: Resolver = system_resolver,
 ) -> Starlette:
     """``metrics`` and ``tracing``: this app's own registry and tracer; by default a fresh
-    registry and tracing as the settings say (off without PAYTIDE_OTLP_ENDPOINT)."""
+    registry and tracing as the settings say (off without PAYTIDE_OTLP_ENDPOINT). ``resolver``:
+    how webhook endpoint hosts are resolved for their check (the system's by default)."""
     metrics = metrics or ApiMetrics()
     tracing = tracing or tracing_from_settings(settings, "paytide-api")
 
@@ -116,6 +119,7 @@ def create_app(
                 keys=KeyCache(settings.api_key_cache_seconds),
                 limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
                 metrics=metrics,
+                resolver=resolver,
             )
             try:
                 yield

@@ -15,6 +15,7 @@ from api.rate_limit import RateLimiter
 from gateways.base import WebhookVerifier
 from ledger.engine import SessionFactory
 from paytide.metrics import ApiMetrics
+from paytide.outbound import Resolver, system_resolver
 from paytide.settings import Settings
 from workflows.contract import GatewayName
 
@@ -30,5 +31,7 @@ class ApiState:
     keys: KeyCache
     limiter: RateLimiter
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    # How webhook endpoint hosts are resolved for their check (tests inject their own).
+    resolver: Resolver = system_resolver
     # (merchant, idempotency key, body fingerprint) -> the initiation in progress.
     initiations: Coalescer[tuple[str, str, str], Any] = field(default_factory=Coalescer)

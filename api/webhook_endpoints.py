@@ -1,5 +1,6 @@
 """``/webhook-endpoints``: a merchant's URLs for signed events. The signing secret is in the
-answer of the create and rotate calls only; the ledger holds it sealed."""
+answer of the create and rotate calls only; the ledger holds it sealed. A URL whose host is not
+public (paytide/outbound.py) is refused when it is registered, changed or re-enabled."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from api.auth import merchant_of, state_of
 from api.body import read_json, validate
 from api.errors import ApiError
 from api.schemas import CreateWebhookEndpoint, UpdateWebhookEndpoint
+from api.state import ApiState
 from ledger import webhook_endpoints as ledger
 from ledger.engine import transaction
 from paytide.logging import get_logger
+from paytide.outbound import Refusal, TargetRefused, check_url
+from paytide.settings import Environment
 
 log = get_logger("paytide.api.webhook_endpoints")
 # Ids are ours (we_ + hex): anything else is unknown without asking the database, which might
@@ -57,10 +61,54 @@ def _not_found(endpoint_id: str) -> ApiError:
     return ApiError(404, "webhook_endpoint_not_found", f"no webhook endpoint {endpoint_id!r}")
 
 
+_RANGES = "loopback, private, link-local, shared, multicast or reserved"
+
+
+async def _check_target(state: ApiState, url: str) -> None:
+    """422 ``webhook_url_forbidden`` unless every address of the URL's host is public."""
+    try:
+        await check_url(url, state.settings.webhook_target_policy, state.resolver)
+    except TargetRefused as refused:
+        raise _forbidden(state, refused) from None
+
+
+def _forbidden(state: ApiState, refused: TargetRefused) -> ApiError:
+    development = state.settings.environment is Environment.DEVELOPMENT
+    reason: Refusal | None = refused.refusal
+    if refused.refusal is Refusal.SCHEME:
+        message = "url must be an https URL (http is accepted in development only)"
+    elif refused.refusal is Refusal.MALFORMED:
+        message = "url must name a host, without user or password"
+    elif refused.refusal is Refusal.NUMERIC_HOST:
+        message = (
+            "url's host is a number in a non-standard form (decimal, octal, hex or shortened); "
+            "use a DNS name"
+        )
+    elif refused.resolved:
+        # A name: whether it did not resolve or resolved to an internal address is not said
+        # (outside development), so the answer cannot map paytide's own network.
+        message = "url's host must resolve, from paytide, to public addresses only"
+        reason = refused.refusal if development else None
+    else:
+        message = f"url points at a {refused.refusal.value} address ({refused.address})"
+    hint = (
+        "; set PAYTIDE_WEBHOOK_ALLOW_LOOPBACK=true for a receiver on this machine"
+        if development and refused.refusal is Refusal.LOOPBACK
+        else ""
+    )
+    return ApiError(
+        422,
+        "webhook_url_forbidden",
+        f"{message}. Webhook endpoints must be public https URLs, never {_RANGES} addresses{hint}.",
+        {"reason": reason.value} if reason is not None else None,
+    )
+
+
 async def create_endpoint(request: Request) -> Response:
     state = state_of(request)
     merchant = merchant_of(request)
     body = validate(CreateWebhookEndpoint, await read_json(request, state.settings.max_body_bytes))
+    await _check_target(state, body.url)
     ring = state.settings.payload_key_ring
 
     def write() -> tuple[ledger.EndpointView, str]:
@@ -111,6 +159,19 @@ async def _change(request: Request, body: UpdateWebhookEndpoint, event: str) -> 
     state = state_of(request)
     merchant = merchant_of(request)
     endpoint_id = _endpoint_id(request)
+    if body.url is not None:
+        await _check_target(state, body.url)
+    elif body.status == ledger.ENABLED:
+        # Re-enabled (perhaps after a delivery found its host internal): checked again.
+        def read() -> str | None:
+            with transaction(state.sessions) as session:
+                row = ledger.get(session, merchant, endpoint_id)
+                return row.url if row is not None else None
+
+        url = await run_in_threadpool(read)
+        if url is None:
+            raise _not_found(endpoint_id)
+        await _check_target(state, url)
 
     def write() -> ledger.EndpointView | None:
         with transaction(state.sessions) as session:

@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from paytide.codec import KEYS_VARIABLE, KeyRing, parse_keys
+from paytide.outbound import TargetPolicy
 from paytide.routing import DEFAULT_RULES, RoutingRule
 
 ENV_PREFIX = "PAYTIDE_"
@@ -210,6 +211,12 @@ class Settings(BaseSettings):
     # After a secret rotation the old secret keeps signing beside the new one this long.
     webhook_secret_overlap: Annotated[float, Field(ge=0)] = 24 * 3600.0
 
+    # Webhook endpoint targets (docs/webhooks.md, "Which URLs are accepted"). A merchant's URL
+    # must resolve to public addresses only, checked at registration and before every delivery.
+    # On: loopback addresses pass too (a receiver on the developer's own machine); private,
+    # link-local and reserved ranges stay refused. Development only: production refuses it.
+    webhook_allow_loopback: bool = False
+
     # Customer email receipts (payment.succeeded, refund.succeeded) over SMTP. Empty host: none
     # are sent. `paytide dev` points these at its own local sink.
     smtp_host: str = ""
@@ -343,6 +350,25 @@ class Settings(BaseSettings):
                     "https://temporal.example.com (scheme and host, no path, no *)"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _webhook_targets(self) -> Settings:
+        if self.environment is Environment.PRODUCTION and self.webhook_allow_loopback:
+            raise ValueError(
+                "PAYTIDE_WEBHOOK_ALLOW_LOOPBACK is on: development only. In production it would "
+                "let a merchant's webhook endpoint reach services on the worker's own machine; "
+                "unset it"
+            )
+        return self
+
+    @property
+    def webhook_target_policy(self) -> TargetPolicy:
+        """What a merchant's webhook URL may point at: https only in production, http too in
+        development; loopback only when PAYTIDE_WEBHOOK_ALLOW_LOOPBACK is on."""
+        return TargetPolicy(
+            allow_http=self.environment is Environment.DEVELOPMENT,
+            allow_loopback=self.webhook_allow_loopback,
+        )
 
     @property
     def payload_key_ring(self) -> KeyRing:

@@ -24,6 +24,7 @@ from activities.webhook_delivery import WebhookDeliveryActivities
 from gateways.base import Gateway
 from ledger.engine import SessionFactory
 from paytide.metrics import WorkerMetrics
+from paytide.outbound import Resolver, system_resolver
 from paytide.settings import Settings
 from paytide.tracing import Tracing
 from paytide.webhook_dispatch import delivery_settings
@@ -69,9 +70,10 @@ def build_worker(
     task_queue: str | None = None,
     metrics: WorkerMetrics | None = None,
     tracing: Tracing | None = None,
+    resolver: Resolver = system_resolver,
 ) -> Worker:
     """``metrics`` and ``tracing``: this worker's own registry and tracer (fresh, and off, when
-    not given)."""
+    not given). ``resolver``: how webhook endpoint hosts are resolved before each delivery."""
     metrics = metrics or WorkerMetrics()
     tracing = tracing or Tracing()
     ledger = LedgerActivities(sessions, metrics)
@@ -95,7 +97,9 @@ def build_worker(
         settings=delivery_settings(settings),
         receipts=smtp is not None,
     )
-    deliveries = WebhookDeliveryActivities(http, sessions, ring)
+    deliveries = WebhookDeliveryActivities(
+        http, sessions, ring, policy=settings.webhook_target_policy, resolver=resolver
+    )
     receipts = ReceiptActivities(sessions, ring, smtp)
     notify = NotificationActivities(
         http,

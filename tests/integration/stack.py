@@ -30,6 +30,7 @@ from ledger import payments as ledger
 from ledger.engine import create_ledger_engine, session_factory, transaction
 from paytide.api_keys import KeyMode, Role
 from paytide.metrics import ApiMetrics, WorkerMetrics
+from paytide.outbound import Resolver, system_resolver
 from paytide.settings import Settings
 from paytide.temporal import prometheus_runtime
 from paytide.tracing import Tracing
@@ -180,6 +181,7 @@ async def running_stack(
     api_sock: socket.socket | None = None,
     tracing: Tracing | None = None,
     sdk_metrics: bool = False,
+    resolver: Resolver = system_resolver,
     **extra: Any,
 ) -> AsyncIterator[Stack]:
     """``api_sock``: a socket bound by the caller, when something must know the API's URL
@@ -187,7 +189,9 @@ async def running_stack(
 
     ``tracing``: one tracer for the API and the worker (off by default). ``sdk_metrics``: the
     worker connects through its own Temporal runtime with Prometheus telemetry, so its /metrics
-    carries the SDK's series too (a runtime costs threads; only tests that read them ask)."""
+    carries the SDK's series too (a runtime costs threads; only tests that read them ask).
+
+    ``resolver``: how the API and the worker resolve webhook endpoint hosts for their check."""
     tracing = tracing or Tracing()
     api_metrics, worker_metrics = ApiMetrics(), WorkerMetrics()
     worker_metrics_url: str | None = None
@@ -209,7 +213,9 @@ async def running_stack(
             )
         )
         await stack.enter_async_context(serve(sandbox_app, sock=sandbox_sock))
-        app = create_app(settings, temporal=client, metrics=api_metrics, tracing=tracing)
+        app = create_app(
+            settings, temporal=client, metrics=api_metrics, tracing=tracing, resolver=resolver
+        )
         await stack.enter_async_context(serve(app, sock=api_sock))
         engine = create_ledger_engine(database_url)
         stack.callback(engine.dispose)
@@ -238,6 +244,7 @@ async def running_stack(
                 executor=executor,
                 metrics=worker_metrics,
                 tracing=tracing,
+                resolver=resolver,
             )
             await stack.enter_async_context(worker)
         # One key per stack for the default merchant, so tests keep their merchant's ids.

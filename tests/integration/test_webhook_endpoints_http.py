@@ -64,8 +64,10 @@ def own_stack(
     client: Client, database_url: str, **extra: Any
 ) -> AbstractAsyncContextManager[Stack]:
     """A stack acting for a merchant of its own: endpoints made by one test (their receivers
-    gone with it) never receive another test's events, and the bulk re-drive sees only its own."""
+    gone with it) never receive another test's events, and the bulk re-drive sees only its own.
+    Its receivers listen on 127.0.0.1: loopback targets are allowed, as in development."""
     merchant = f"wh-{uuid.uuid4().hex[:10]}"
+    extra = {"webhook_allow_loopback": True, **extra}
     return running_stack(client, database_url, default_merchant=merchant, **extra)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -29,12 +30,17 @@ def url_of(sock: socket.socket) -> str:
 
 @asynccontextmanager
 async def serve(
-    app: ASGIApp, *, lifespan: LifespanType = "on", sock: socket.socket | None = None
+    app: ASGIApp,
+    *,
+    lifespan: LifespanType = "on",
+    sock: socket.socket | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> AsyncIterator[str]:
     """Run ``app`` on a free port for the duration of the block; yields its base URL.
 
     The socket is bound here and handed to uvicorn, so the port is known without racing another
     process for it. The app's lifespan runs (startup before the yield, shutdown after).
+    ``tls``: (certificate, key) files; the app then answers https only (the URL says so).
     """
     sock = sock or bound_socket()
     host, port = sock.getsockname()
@@ -44,6 +50,8 @@ async def serve(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name=f"uvicorn-{port}")
@@ -54,7 +62,7 @@ async def serve(
                     task.result()  # Surfaces the startup error, if it raised one.
                     raise RuntimeError("uvicorn stopped during startup (see its log)")
                 await asyncio.sleep(0.01)
-        yield f"http://{host}:{port}"
+        yield f"{'https' if tls else 'http'}://{host}:{port}"
     finally:
         server.should_exit = True
         await task
