@@ -22,7 +22,8 @@ from paytide.codec import (
     data_converter,
     parse_keys,
 )
-from paytide.settings import DEV_PAYLOAD_KEYS, ConfigError, Environment, load_settings
+from paytide.production_rules import DEV_PAYLOAD_KEYS
+from paytide.settings import ConfigError, Environment, load_settings
 
 OLD_KEY = bytes(range(32))
 NEW_KEY = bytes(range(32, 64))
