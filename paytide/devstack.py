@@ -161,6 +161,12 @@ def temporal_command(settings: Settings) -> list[str]:
     return temporal
 
 
+def prepare_state_dir(settings: Settings) -> None:
+    """The state folder, 0700; Temporal's files an older paytide left readable are tightened."""
+    private_directory(settings.state_dir)
+    tighten_if_present(*(settings.state_dir / name for name in TEMPORAL_DB_FILES))
+
+
 class Stack:
     def __init__(self, settings: Settings, *, say: Callable[[str], None]) -> None:
         self.settings = settings
@@ -201,9 +207,7 @@ class Stack:
     def start(self) -> None:
         settings = self.settings
         check_ports(settings)
-        private_directory(settings.state_dir)
-        # Left readable by everyone by an older paytide: tighten before anything reads them.
-        tighten_if_present(*(settings.state_dir / name for name in TEMPORAL_DB_FILES))
+        prepare_state_dir(settings)
         temporal = temporal_command(settings)
         self.say(f"starting Temporal dev server on {settings.temporal_address}")
         self._spawn("temporal", temporal)
