@@ -16,7 +16,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, GetSyste
 
 from api.auth import state_of
 from api.state import ApiState
-from gateways.registry import available_gateways, routed
+from gateways.registry import available_gateways, routed, usable
 from workflows.contract import GatewayName
 
 CHECK_TIMEOUT = 3.0
@@ -80,7 +80,7 @@ async def _run(check: Callable[[ApiState], Awaitable[str]], state: ApiState) -> 
 async def readyz(request: Request) -> Response:
     state = state_of(request)
     checks = {"temporal": _temporal, "database": _database, "worker": _worker}
-    if GatewayName.SANDBOX in routed(state.settings):
+    if GatewayName.SANDBOX in routed(state.settings) & usable(state.settings):
         # The sandbox is a service of ours; the real gateways are checked by their calls.
         checks["gateway_sandbox"] = _sandbox
     results = await asyncio.gather(*(_run(check, state) for check in checks.values()))

@@ -117,9 +117,11 @@ def _payment_request(
     )
 
 
-def _workflow_settings(state: ApiState) -> WorkflowSettings:
+def _workflow_settings(state: ApiState, *, default_gateway: GatewayName) -> WorkflowSettings:
     s = state.settings
     return WorkflowSettings(
+        # The routed gateway, never a built-in one: the sandbox may not exist on this deployment.
+        default_gateway=default_gateway,
         webhook_timeout_seconds=s.webhook_timeout,
         max_webhook_wait_seconds=s.max_webhook_wait,
         max_charge_attempts=s.max_charge_attempts,
@@ -232,7 +234,9 @@ def _start_operation(
 ) -> WithStartWorkflowOperation[PaymentWorkflow, PaymentView]:
     return WithStartWorkflowOperation(
         PaymentWorkflow.run,
-        PaymentInput(request=payment, settings=_workflow_settings(state)),
+        PaymentInput(
+            request=payment, settings=_workflow_settings(state, default_gateway=payment.route[0])
+        ),
         id=idempotency.workflow_id(merchant, key),
         task_queue=state.settings.temporal_task_queue,
         # Join the running payment on a retry; never start a second run once it has closed.

@@ -16,23 +16,9 @@ from workflows.contract import GatewayName
 
 
 def available_gateways(settings: Settings) -> dict[GatewayName, str]:
-    """Every gateway with a word on its availability (an empty word means available)."""
-    status = {GatewayName.SANDBOX: ""}
-    stripe_key = settings.stripe_api_key.get_secret_value() if settings.stripe_api_key else ""
-    status[GatewayName.STRIPE] = "" if stripe_key else "PAYTIDE_STRIPE_API_KEY unset"
-    adyen_missing = [
-        name
-        for name, value in (
-            (
-                "PAYTIDE_ADYEN_API_KEY",
-                settings.adyen_api_key.get_secret_value() if settings.adyen_api_key else "",
-            ),
-            ("PAYTIDE_ADYEN_MERCHANT_ACCOUNT", settings.adyen_merchant_account),
-        )
-        if not value
-    ]
-    status[GatewayName.ADYEN] = f"{', '.join(adyen_missing)} unset" if adyen_missing else ""
-    return status
+    """Every gateway with a word on its availability (an empty word means available). The
+    sandbox is available only where it is enabled (PAYTIDE_SANDBOX_ENABLED; off in production)."""
+    return {GatewayName(name): why_not for name, why_not in settings.gateway_status.items()}
 
 
 def usable(settings: Settings) -> set[GatewayName]:
@@ -40,16 +26,16 @@ def usable(settings: Settings) -> set[GatewayName]:
 
 
 def build_gateways(settings: Settings, http: httpx.AsyncClient) -> dict[GatewayName, Gateway]:
-    gateways: dict[GatewayName, Gateway] = {
-        GatewayName.SANDBOX: SandboxGateway(
-            http,
-            base_url=settings.effective_sandbox_url,
-            api_key=settings.sandbox_api_key.get_secret_value(),
-        ),
-    }
+    gateways: dict[GatewayName, Gateway] = {}
     # An SDK call must give up before the activity's own timeout, so the activity can retry.
     call_timeout = max(1.0, settings.gateway_call_timeout * 0.8)
     available = usable(settings)
+    if GatewayName.SANDBOX in available:
+        gateways[GatewayName.SANDBOX] = SandboxGateway(
+            http,
+            base_url=settings.effective_sandbox_url,
+            api_key=settings.sandbox_api_key.get_secret_value(),
+        )
     if GatewayName.STRIPE in available and settings.stripe_api_key is not None:
         gateways[GatewayName.STRIPE] = StripeGateway(
             settings.stripe_api_key.get_secret_value(),
@@ -70,12 +56,13 @@ def build_gateways(settings: Settings, http: httpx.AsyncClient) -> dict[GatewayN
 
 
 def build_verifiers(settings: Settings) -> dict[GatewayName, WebhookVerifier]:
-    verifiers: dict[GatewayName, WebhookVerifier] = {
-        GatewayName.SANDBOX: SandboxWebhookVerifier(
+    verifiers: dict[GatewayName, WebhookVerifier] = {}
+    # No sandbox verifier where the sandbox is off: /webhooks/sandbox answers 404 there.
+    if GatewayName.SANDBOX in usable(settings):
+        verifiers[GatewayName.SANDBOX] = SandboxWebhookVerifier(
             settings.sandbox_webhook_secret_list,
             tolerance_seconds=settings.webhook_tolerance,
-        ),
-    }
+        )
     if settings.stripe_webhook_secret_list:
         verifiers[GatewayName.STRIPE] = StripeWebhookVerifier(
             settings.stripe_webhook_secret_list, settings.webhook_tolerance

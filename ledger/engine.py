@@ -11,6 +11,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
+from paytide.private_files import private_directory, private_file, tighten_if_present
+
 SessionFactory: TypeAlias = Callable[[], Session]
 
 
@@ -24,11 +26,23 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _private_database_file(database: Path) -> None:
+    """The ledger file exists 0600 before SQLite opens it: SQLite creates its -wal, -shm and
+    -journal files with the database file's mode. A folder it needs is created 0700."""
+    if not database.parent.exists():
+        private_directory(database.parent)
+    private_file(database)
+    tighten_if_present(*(database.with_name(database.name + end) for end in _SIDE_FILES))
+
+
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
 def create_ledger_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database:
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:":
+            _private_database_file(Path(parsed.database))
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _tune_sqlite)
         return engine

@@ -26,6 +26,13 @@ import httpx
 from paytide import api_keys
 from paytide.api_keys import KeyMode, Role
 from paytide.binaries import temporal_cli
+from paytide.private_files import (
+    PRIVATE_UMASK,
+    open_private_append,
+    private_directory,
+    tighten_if_present,
+    write_private,
+)
 from paytide.search_attributes import cli_declarations
 from paytide.settings import Environment, Settings, TemporalDevDb
 
@@ -43,6 +50,9 @@ DEV_SERVER_SQLITE = ["journal_mode=wal", "synchronous=normal"]
 STOP_GRACE_SECONDS = 10.0
 # Where the local stack keeps its demo merchant's key, so a restart prints the same one.
 DEMO_KEY_FILE = "demo_api_key"
+# The Temporal dev server's SQLite file and its companions (never created here: the server sets
+# up its schema only when the file is missing).
+TEMPORAL_DB_FILES = ("temporal.db", "temporal.db-wal", "temporal.db-shm", "temporal.db-journal")
 
 
 class StackError(RuntimeError):
@@ -65,7 +75,10 @@ class Child:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _die_with_parent() -> None:
+def _prepare_child() -> None:
+    # Whatever a child creates in the state folder (the Temporal dev server's temporal.db and
+    # its -wal and -shm, the ledger) is readable by its owner only.
+    os.umask(PRIVATE_UMASK)
     # Linux only: the kernel sends SIGTERM to the child when the supervisor dies, even by SIGKILL.
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -148,6 +161,12 @@ def temporal_command(settings: Settings) -> list[str]:
     return temporal
 
 
+def prepare_state_dir(settings: Settings) -> None:
+    """The state folder, 0700; Temporal's files an older paytide left readable are tightened."""
+    private_directory(settings.state_dir)
+    tighten_if_present(*(settings.state_dir / name for name in TEMPORAL_DB_FILES))
+
+
 class Stack:
     def __init__(self, settings: Settings, *, say: Callable[[str], None]) -> None:
         self.settings = settings
@@ -156,16 +175,16 @@ class Stack:
         self.logs = settings.state_dir / "logs"
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> Child:
-        self.logs.mkdir(parents=True, exist_ok=True)
+        private_directory(self.logs)
         child = Child(name=name, command=command, log_path=self.logs / f"{name}.log")
-        child.log_file = child.log_path.open("ab")
+        child.log_file = open_private_append(child.log_path)
         child.process = subprocess.Popen(  # noqa: S603 - our own executables, no shell
             command,
             stdout=child.log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_prepare_child,
             env={**os.environ, **(env or {})},
         )
         self.children.append(child)
@@ -188,7 +207,7 @@ class Stack:
     def start(self) -> None:
         settings = self.settings
         check_ports(settings)
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        prepare_state_dir(settings)
         temporal = temporal_command(settings)
         self.say(f"starting Temporal dev server on {settings.temporal_address}")
         self._spawn("temporal", temporal)
@@ -327,9 +346,8 @@ def demo_api_key(settings: Settings) -> str | None:
             if usable and kept is not None:
                 return f"{kept.prefix}_{kept.secret}"
             issued = merchants.issue_key(session, settings.default_merchant, KeyMode.TEST)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(issued.text + "\n")
+        private_directory(path.parent)
+        write_private(path, (issued.text + "\n").encode())
         return issued.text
     finally:
         engine.dispose()

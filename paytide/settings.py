@@ -12,20 +12,20 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from paytide.codec import KEYS_VARIABLE, KeyRing, parse_keys
+from paytide.codec import KeyRing, parse_keys
 from paytide.outbound import TargetPolicy
+from paytide.production_rules import (
+    DEV_PAYLOAD_KEYS,
+    DEV_RECEIPT_FROM,
+    DEV_SANDBOX_API_KEY,
+    DEV_SANDBOX_WEBHOOK_SECRET,
+    DEV_SEARCH_HASH_KEY,
+    UnsafeForProduction,
+    production_problems,
+)
 from paytide.routing import DEFAULT_RULES, RoutingRule
 
 ENV_PREFIX = "PAYTIDE_"
-
-# Written as plain strings so `paytide dev` works with zero configuration on a fresh clone.
-DEV_SANDBOX_WEBHOOK_SECRET = "whsec_sandbox_local_dev_only"  # noqa: S105 - dev-only default
-DEV_SANDBOX_API_KEY = "sk_sandbox_local_dev_only"
-# Public dev-only key of the CustomerId search-attribute hash; production rejects it.
-DEV_SEARCH_HASH_KEY = "paytide-dev-search-hash-key"
-# Payload encryption key used only when PAYTIDE_PAYLOAD_KEYS is unset in development, so a fresh
-# clone encrypts exactly as production does. Public, hence worthless: production rejects it.
-DEV_PAYLOAD_KEYS = "dev:cGF5dGlkZSBkZXYga2V5OiBuZXZlciBmb3IgbW9uZXk="
 
 
 class LogFormat(StrEnum):
@@ -170,6 +170,10 @@ class Settings(BaseSettings):
     routing: list[RoutingRule] = Field(default_factory=lambda: list(DEFAULT_RULES))
 
     # Sandbox gateway
+    # Production safety (issue 16): whether the sandbox gateway exists at all (its adapter, its
+    # webhook endpoint, routing to it). Unset: on in development, off in production. Production
+    # with it on refuses the public development secrets below (paytide/production_rules.py).
+    sandbox_enabled: bool | None = None
     sandbox_host: str = "127.0.0.1"
     sandbox_port: Port = 8100
     sandbox_url: str = ""
@@ -225,7 +229,7 @@ class Settings(BaseSettings):
     smtp_username: str = ""
     smtp_password: SecretStr | None = None
     smtp_timeout: PositiveSeconds = 10.0
-    receipt_from: str = "receipts@paytide.localhost"
+    receipt_from: str = DEV_RECEIPT_FROM
     # `paytide dev` runs its SMTP sink here when smtp_host is empty; messages land in
     # <state_dir>/mail/*.eml.
     dev_smtp_port: Port = 2525
@@ -314,29 +318,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _payload_keys_usable(self) -> Settings:
-        if self.payload_keys is None:
-            if self.environment is Environment.PRODUCTION:
-                raise ValueError(
-                    f"{KEYS_VARIABLE} is required in production: payloads in Temporal are "
-                    "encrypted with it. Set KEY_ID:BASE64_KEY (`openssl rand -base64 32`)"
-                )
-            return self
-        ring = parse_keys(self.payload_keys.get_secret_value())  # names the variable itself
-        dev_key = parse_keys(DEV_PAYLOAD_KEYS).keys["dev"]
-        if self.environment is Environment.PRODUCTION and dev_key in ring.keys.values():
-            raise ValueError(f"{KEYS_VARIABLE} holds the public development key; not in production")
-        return self
-
-    @model_validator(mode="after")
-    def _search_key_set(self) -> Settings:
-        # Runs after the payload-key check, so a production config missing both names that first.
-        if (
-            self.environment is Environment.PRODUCTION
-            and self.search_hash_key.get_secret_value() == DEV_SEARCH_HASH_KEY
-        ):
-            raise ValueError(
-                "set PAYTIDE_SEARCH_HASH_KEY: the dev-only value is refused in production"
-            )
+        if self.payload_keys is not None:
+            parse_keys(self.payload_keys.get_secret_value())  # names the variable itself
         return self
 
     @model_validator(mode="after")
@@ -352,13 +335,12 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _webhook_targets(self) -> Settings:
-        if self.environment is Environment.PRODUCTION and self.webhook_allow_loopback:
-            raise ValueError(
-                "PAYTIDE_WEBHOOK_ALLOW_LOOPBACK is on: development only. In production it would "
-                "let a merchant's webhook endpoint reach services on the worker's own machine; "
-                "unset it"
-            )
+    def _production_ready(self) -> Settings:
+        # Last, so it sees values the checks above found well-formed; it reports every problem.
+        if self.environment is Environment.PRODUCTION:
+            problems = production_problems(self)
+            if problems:
+                raise UnsafeForProduction(problems)
         return self
 
     @property
@@ -374,6 +356,30 @@ class Settings(BaseSettings):
     def payload_key_ring(self) -> KeyRing:
         """The parsed keys: those configured, or the development key when none are."""
         return parse_keys((self.payload_keys or SecretStr(DEV_PAYLOAD_KEYS)).get_secret_value())
+
+    @property
+    def sandbox_on(self) -> bool:
+        """PAYTIDE_SANDBOX_ENABLED, or when unset: on in development, off in production."""
+        if self.sandbox_enabled is None:
+            return self.environment is Environment.DEVELOPMENT
+        return self.sandbox_enabled
+
+    @property
+    def gateway_status(self) -> dict[str, str]:
+        """Each gateway by routing name, with why it is not available (empty: available)."""
+        adyen_missing = [
+            variable
+            for variable, value in (
+                ("PAYTIDE_ADYEN_API_KEY", _split_secret(self.adyen_api_key)),
+                ("PAYTIDE_ADYEN_MERCHANT_ACCOUNT", self.adyen_merchant_account),
+            )
+            if not value
+        ]
+        return {
+            "sandbox": "" if self.sandbox_on else "PAYTIDE_SANDBOX_ENABLED is off",
+            "stripe": "" if _split_secret(self.stripe_api_key) else "PAYTIDE_STRIPE_API_KEY unset",
+            "adyen": f"{', '.join(adyen_missing)} unset" if adyen_missing else "",
+        }
 
     @property
     def codec_cors_origin_list(self) -> list[str]:
@@ -442,6 +448,13 @@ class ConfigError(Exception):
 def _describe(error: ValidationError) -> str:
     lines = ["paytide cannot start: some settings are invalid."]
     for item in error.errors():
+        cause = item.get("ctx", {}).get("error")
+        if isinstance(cause, UnsafeForProduction):
+            lines.append(
+                "  PAYTIDE_ENVIRONMENT=production refuses development defaults and missing secrets:"
+            )
+            lines.extend(f"  {problem}" for problem in cause.problems)
+            continue
         message = str(item["msg"]).removeprefix("Value error, ")
         if not item["loc"]:
             lines.append(f"  {message}")

@@ -12,13 +12,16 @@ import asyncio
 import uuid
 from pathlib import Path
 
+from paytide.private_files import private_directory, write_private
+
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
 
 class SmtpSink:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
+        # Receipts hold customers' names, emails and amounts: readable by their owner only.
+        private_directory(folder)
 
     def messages(self) -> list[Path]:
         """Received messages, oldest first."""
@@ -95,7 +98,7 @@ class SmtpSink:
         name = f"{uuid.uuid4().hex}.eml"
         partial = self.folder / f".{name}.part"
         # Written aside, then renamed: a reader never sees half a message.
-        await asyncio.to_thread(partial.write_bytes, data)
+        await asyncio.to_thread(write_private, partial, data)
         await asyncio.to_thread(partial.rename, self.folder / name)
 
 

@@ -3,7 +3,6 @@ accepts it, replaced when not; never created in production. Real ledger on SQLit
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 from sqlmodel import select
@@ -14,6 +13,7 @@ from ledger.models import ApiKey, Merchant
 from paytide import api_keys
 from paytide.devstack import DEMO_KEY_FILE, demo_api_key
 from paytide.settings import Environment, Settings
+from tests.support.production import production_settings
 
 
 def _keys_of(database_url: str, merchant_id: str) -> list[ApiKey]:
@@ -63,15 +63,10 @@ def test_revoked_demo_key_is_replaced(database_url: str, tmp_path: Path) -> None
 def test_production_never_creates_a_demo_merchant(database_url: str, tmp_path: Path) -> None:
     """PAYTIDE_ENVIRONMENT=production: no key, no merchant, no key file."""
     merchant = f"prod-{tmp_path.name[-8:].lower().replace('_', '-')}"
-    key = base64.b64encode(b"k" * 32).decode()
-    settings = Settings(
-        environment=Environment.PRODUCTION,
-        database_url=database_url,
-        state_dir=tmp_path,
-        default_merchant=merchant,
-        payload_keys=f"prod:{key}",
-        search_hash_key="a-real-production-hash-key",
+    settings = production_settings(
+        database_url=database_url, state_dir=tmp_path, default_merchant=merchant
     )
+    assert settings.environment is Environment.PRODUCTION
     assert demo_api_key(settings) is None
     assert not (tmp_path / DEMO_KEY_FILE).exists()
     engine = create_ledger_engine(database_url)

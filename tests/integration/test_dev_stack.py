@@ -103,6 +103,8 @@ def paytide_dev(env: dict[str, str], *args: str) -> Iterator[DevRun]:
     process = subprocess.Popen(
         [sys.executable, "-m", "paytide", "dev", *args],
         env=env,
+        # The common default: files created without an explicit mode would be world-readable.
+        umask=0o022,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -128,7 +130,7 @@ def _stop(run: DevRun) -> set[int]:
 
 def test_dev_brings_up_the_stack_takes_a_payment_and_stops_cleanly(tmp_path: Path) -> None:
     """The README's first command: ready, a demo key, demo payment succeeds (and the worker's
-    /metrics counts it), no orphans."""
+    /metrics counts it), no orphans, every state file readable by its owner only."""
     env = dev_env(tmp_path / "state")
     with paytide_dev(env) as run:
         run.read_until(r"paytide is up")
@@ -183,6 +185,12 @@ def test_dev_brings_up_the_stack_takes_a_payment_and_stops_cleanly(tmp_path: Pat
     time.sleep(0.5)
     assert not [pid for pid in children if _alive(pid)]
     assert (tmp_path / "state" / "temporal.db").exists()
+    # Ledger, Temporal's database, logs, demo key, receipts: the owner's only (finding 12).
+    state = tmp_path / "state"
+    written = [state, *state.rglob("*")]
+    for name in ("ledger.db", "temporal.db", "demo_api_key", "logs/api.log", "mail"):
+        assert state / name in written, name
+    assert [str(path) for path in written if path.stat().st_mode & 0o077] == []
 
     # Payments survive a restart: the same state folder brings the payment back.
     with paytide_dev(env, "--no-demo") as again:

@@ -22,7 +22,8 @@ from paytide.codec import (
     data_converter,
     parse_keys,
 )
-from paytide.settings import DEV_PAYLOAD_KEYS, ConfigError, Environment, load_settings
+from paytide.production_rules import DEV_PAYLOAD_KEYS
+from paytide.settings import ConfigError, Environment, load_settings
 
 OLD_KEY = bytes(range(32))
 NEW_KEY = bytes(range(32, 64))
@@ -192,7 +193,7 @@ def test_configured_keys_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_production_requires_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """In production, an unset PAYTIDE_PAYLOAD_KEYS stops start-up with a message naming it."""
     monkeypatch.setenv("PAYTIDE_ENVIRONMENT", "production")
-    with pytest.raises(ConfigError, match="PAYTIDE_PAYLOAD_KEYS is required in production"):
+    with pytest.raises(ConfigError, match="PAYTIDE_PAYLOAD_KEYS: required in production"):
         load_settings()
 
 

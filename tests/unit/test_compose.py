@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import re
+import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
+from paytide.production_rules import DEV_SANDBOX_API_KEY, DEV_SANDBOX_WEBHOOK_SECRET
 from paytide.search_attributes import cli_declarations
-from paytide.settings import ENV_PREFIX, Settings
+from paytide.settings import ENV_PREFIX, Settings, _describe
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+GENERATOR = ROOT / "deploy" / "generate-secrets.sh"
 
 # The topology the docs describe; the operations runbook names these services.
 DOCUMENTED_SERVICES = frozenset(
@@ -47,6 +53,8 @@ REQUIRED_VALUES = {
     "PAYLOAD_KEYS": "compose-test:" + "A" * 43 + "=",
     "SEARCH_HASH_KEY": "compose-test-search-key",
 }
+# A setting holding a credential, by name (as _describe hides them).
+_SECRET_SETTING = re.compile(r"SECRET|KEY|PASSWORD|TOKEN")
 _PREFIXED_NAME = re.compile(rf"\b{ENV_PREFIX}[A-Z0-9_]+")
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
 _INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
@@ -109,16 +117,58 @@ def _build_recipe(service: Mapping[str, Any]) -> tuple[str, str] | None:
     return build.get("context", "."), build.get("dockerfile", "Dockerfile")
 
 
-def _interpolated(value: str) -> str:
-    """The value Compose would pass, with required variables replaced by a placeholder."""
+def _interpolated(value: str, given: Mapping[str, str] = REQUIRED_VALUES) -> str:
+    """The value Compose would pass, with required variables taken from ``given`` (else a
+    placeholder)."""
 
     def substitute(match: re.Match[str]) -> str:
         op, arg = match.group("op"), match.group("arg")
         if op is not None and op.endswith("-"):
             return arg
-        return REQUIRED_VALUES.get(match.group("name"), "placeholder")
+        return given.get(match.group("name"), "placeholder")
 
     return _INTERPOLATION.sub(substitute, value).replace("$$", "$")
+
+
+def _load(service: Mapping[str, Any], given: Mapping[str, str] = REQUIRED_VALUES) -> Settings:
+    """Settings as the container builds them: from its environment variables only."""
+    env = {
+        variable: _interpolated(value, given)
+        for variable, value in _environment(service).items()
+        if variable.startswith(ENV_PREFIX)
+    }
+    with mock.patch.dict(os.environ, env):
+        return Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def _settings_problems(
+    services: Mapping[str, Any], given: Mapping[str, str] = REQUIRED_VALUES
+) -> dict[str, str]:
+    """Each paytide service whose environment Settings refuses, with paytide's message. Run
+    without any PAYTIDE_ variable of the machine (the caller's job)."""
+    problems: dict[str, str] = {}
+    for name in APP_COMMANDS:
+        try:
+            _load(services[name], given)
+        except ValidationError as error:
+            problems[name] = _describe(error)
+    return problems
+
+
+def _defaulted_secrets(services: Mapping[str, Any]) -> list[str]:
+    """service.VARIABLE for every credential setting whose value is not a required
+    `${NAME:?message}`: a literal, or a `${NAME:-default}` that ships a default."""
+    found = []
+    for name, service in services.items():
+        for variable, value in _environment(service).items():
+            if not variable.startswith(ENV_PREFIX) or not _SECRET_SETTING.search(variable):
+                continue
+            if variable == f"{ENV_PREFIX}SANDBOX_WEBHOOK_URL":
+                continue
+            required = _INTERPOLATION.fullmatch(value)
+            if required is None or required.group("op") not in (":?", "?"):
+                found.append(f"{name}.{variable}")
+    return found
 
 
 def _config_bodies(service: Mapping[str, Any]) -> Iterator[str]:
@@ -150,21 +200,95 @@ def test_every_paytide_variable_is_a_setting() -> None:
     assert not unknown, f"not fields of paytide.settings.Settings: {sorted(unknown)}"
 
 
-def test_app_environments_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each paytide service's environment loads into Settings without a validation error."""
-    # Only the compose file may speak: no stray variables from the machine running the tests.
+@pytest.fixture
+def no_machine_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the compose file may speak: no stray variables from the machine running the tests."""
     for variable in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
         monkeypatch.delenv(variable)
+
+
+@pytest.mark.usefixtures("no_machine_settings")
+def test_app_environments_are_valid_settings() -> None:
+    """Each paytide service's environment loads into Settings, production's checks included."""
+    assert _settings_problems(_services()) == {}
     for name in APP_COMMANDS:
-        values = {
-            variable.removeprefix(ENV_PREFIX).lower(): _interpolated(value)
-            for variable, value in _environment(_services()[name]).items()
-            if variable.startswith(ENV_PREFIX)
-        }
-        settings = Settings(_env_file=None, **values)
+        settings = _load(_services()[name])
         # The sandbox is a test card processor: it runs as development and holds no payload keys.
         expected = "development" if name == "sandbox" else "production"
         assert settings.environment == expected, name
+        # The stack shows the sandbox enabled in production, explicitly.
+        assert settings.sandbox_on, name
+
+
+def test_no_secret_has_a_default_in_compose() -> None:
+    """Every credential a paytide service gets is a required ${NAME:?message}: none ships a
+    default (such as the sandbox's public development secrets)."""
+    assert _defaulted_secrets(_services()) == []
+
+
+def test_sandbox_and_api_share_the_sandbox_secrets() -> None:
+    """The sandbox signs with, and the API verifies with, the same required variables."""
+    services = _services()
+    for variable in ("SANDBOX_API_KEY", "SANDBOX_WEBHOOK_SECRET"):
+        values = {
+            _environment(services[name])[f"{ENV_PREFIX}{variable}"]
+            for name in ("sandbox", "paytide-api", "paytide-worker")
+        }
+        assert len(values) == 1, values
+
+
+@pytest.mark.usefixtures("no_machine_settings")
+def test_the_checks_catch_a_dev_default_or_a_missing_secret() -> None:
+    """A compose file with the sandbox's public dev secret as default, or without the codec
+    token, fails the checks above, naming the variable."""
+    defaulted = copy.deepcopy(_services())
+    for name in ("sandbox", "paytide-api", "paytide-worker", "paytide-migrate"):
+        env = defaulted[name]["environment"]
+        env[f"{ENV_PREFIX}SANDBOX_WEBHOOK_SECRET"] = (
+            "${SANDBOX_WEBHOOK_SECRET:-" + DEV_SANDBOX_WEBHOOK_SECRET + "}"
+        )
+        env[f"{ENV_PREFIX}SANDBOX_API_KEY"] = DEV_SANDBOX_API_KEY
+    assert "paytide-api.PAYTIDE_SANDBOX_WEBHOOK_SECRET" in _defaulted_secrets(defaulted)
+    assert "sandbox.PAYTIDE_SANDBOX_API_KEY" in _defaulted_secrets(defaulted)
+    refused = _settings_problems(defaulted)
+    assert set(refused) == {"paytide-api", "paytide-worker", "paytide-migrate"}
+    assert (
+        "PAYTIDE_SANDBOX_WEBHOOK_SECRET: still the public development value"
+        in (refused["paytide-api"])
+    )
+    assert "PAYTIDE_SANDBOX_API_KEY: still the public development value" in refused["paytide-api"]
+
+    missing = copy.deepcopy(_services())
+    for name in APP_COMMANDS:
+        missing[name]["environment"].pop(f"{ENV_PREFIX}CODEC_AUTH_TOKEN", None)
+    assert (
+        "PAYTIDE_CODEC_AUTH_TOKEN: required in production"
+        in (_settings_problems(missing)["paytide-api"])
+    )
+
+
+@pytest.mark.usefixtures("no_machine_settings")
+def test_generated_secrets_satisfy_production(tmp_path: Path) -> None:
+    """deploy/generate-secrets.sh writes every variable compose requires, with values production
+    accepts, as a 0600 file; a second run keeps the first file's secrets."""
+    target = tmp_path / ".env"
+    subprocess.run(["sh", str(GENERATOR), str(target)], check=True, capture_output=True)
+    assert target.stat().st_mode & 0o777 == 0o600
+    first = target.read_text()
+    generated = dict(
+        line.split("=", 1) for line in first.splitlines() if line and not line.startswith("#")
+    )
+    yaml_lines = [ln for ln in _compose_text().splitlines() if not ln.lstrip().startswith("#")]
+    required = {
+        match.group("name")
+        for match in _INTERPOLATION.finditer("\n".join(yaml_lines))
+        if match.group("op") in (":?", "?")
+    }
+    assert required <= generated.keys(), required - generated.keys()
+    assert _settings_problems(_services(), generated) == {}
+    again = subprocess.run(["sh", str(GENERATOR), str(target)], capture_output=True, text=True)
+    assert again.returncode != 0 and "already exists" in again.stderr
+    assert target.read_text() == first
 
 
 def test_app_services_share_one_image() -> None:

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import os
 import socket
 from collections.abc import Sequence
 
 import pytest
+from pydantic import ValidationError
 
 from paytide import outbound
 from paytide.outbound import Refusal, TargetPolicy, TargetRefused, check_url
-from paytide.settings import ConfigError, Environment, Settings, load_settings
+from paytide.settings import Environment, Settings
+from tests.support.production import production_settings
 
 PUBLIC_V4 = "93.184.216.34"
 PUBLIC_V6 = "2606:2800:220:1:248:1893:25c8:1946"
@@ -187,21 +188,11 @@ async def test_a_hanging_resolver_counts_as_unresolvable(monkeypatch: pytest.Mon
     assert refused.value.refusal is Refusal.UNRESOLVABLE
 
 
-def test_production_refuses_the_loopback_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_production_refuses_the_loopback_setting() -> None:
     """PAYTIDE_WEBHOOK_ALLOW_LOOPBACK=true stops a production start-up, naming the variable."""
-    for name in list(os.environ):
-        if name.startswith("PAYTIDE_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("PAYTIDE_ENVIRONMENT", "production")
-    monkeypatch.setenv(
-        "PAYTIDE_PAYLOAD_KEYS", "k1:" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE="
-    )
-    monkeypatch.setenv("PAYTIDE_SEARCH_HASH_KEY", "a-production-search-key")
-    monkeypatch.setenv("PAYTIDE_WEBHOOK_ALLOW_LOOPBACK", "true")
-    with pytest.raises(ConfigError, match="PAYTIDE_WEBHOOK_ALLOW_LOOPBACK"):
-        load_settings()
-    monkeypatch.delenv("PAYTIDE_WEBHOOK_ALLOW_LOOPBACK")
-    policy = load_settings().webhook_target_policy
+    with pytest.raises(ValidationError, match="PAYTIDE_WEBHOOK_ALLOW_LOOPBACK"):
+        production_settings(webhook_allow_loopback=True)
+    policy = production_settings().webhook_target_policy
     assert (policy.allow_http, policy.allow_loopback) == (False, False)
 
 
