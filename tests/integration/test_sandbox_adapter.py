@@ -152,7 +152,8 @@ def free_port() -> int:
 
 
 async def test_ok_charge_is_pending_then_a_signed_webhook_succeeds(stack: Stack) -> None:
-    """An approved charge answers pending; its charge.succeeded webhook verifies and maps."""
+    """An approved charge answers pending; its charge.succeeded webhook verifies and maps, with
+    the whole amount captured."""
     request = charge_request("pm_sandbox_ok")
     outcome = await stack.gateway.charge(request)
     assert outcome.state is ChargeState.PENDING
@@ -172,6 +173,7 @@ async def test_ok_charge_is_pending_then_a_signed_webhook_succeeds(stack: Stack)
             currency="EUR",
             payment_id=request.payment_id,
             workflow_id=request.workflow_id,
+            amount_captured=4200,
         )
     ]
     settled = await stack.gateway.retrieve(
