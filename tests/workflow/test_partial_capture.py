@@ -131,8 +131,8 @@ async def test_a_gateway_that_does_not_say_records_what_was_asked(
 async def test_a_capture_confirmed_by_webhook_records_the_webhook_s_amount(
     time_skipping_env: WorkflowEnvironment, engine: Engine
 ) -> None:
-    """Adyen's way: the capture is only received (pending); the CAPTURE webhook says 700 was
-    captured, and 700 is recorded."""
+    """Adyen's way: 800 asked, the capture is only received (pending); the CAPTURE webhook says
+    700 was captured, and 700 is recorded."""
     gateway = ScriptedGateway(
         charges=[AUTHORIZED],
         capture_outcome=ChargeOutcome(state=ChargeState.PENDING, gateway_reference="ch_m"),
@@ -148,7 +148,7 @@ async def test_a_capture_confirmed_by_webhook_records_the_webhook_s_amount(
         amount_captured=700,
     )
 
-    view = await capture(time_skipping_env, engine, gateway, 700, webhook=captured)
+    view = await capture(time_skipping_env, engine, gateway, 800, webhook=captured)
 
     assert (view.status, view.amount_captured) == (PaymentStatus.SUCCEEDED, 700)
     assert ledger_captured(engine, view.payment_id)[:2] == ("succeeded", 700)
