@@ -110,6 +110,10 @@ class PaymentOut(BaseModel):
     object: Literal["payment"]
     status: PaymentStatus
     amount: int = Field(description="minor units")
+    amount_captured: int | None = Field(
+        description="minor units taken from the card: null until the payment succeeded, less "
+        "than amount after a partial capture; refunds are bounded by it"
+    )
     currency: str
     customer_id: str
     order_id: str

@@ -677,7 +677,8 @@ def _event(item: Mapping[str, Any]) -> GatewayEvent | None:
             payment_id=payment_id,
         )
     if event_code in ("CAPTURE", "CAPTURE_FAILED"):
-        # A capture is a modification: its psp is its own, originalReference the payment's.
+        # A capture is a modification: its psp is its own, originalReference the payment's, and
+        # its amount what was captured (less than the authorisation after a partial capture).
         amount, currency = _amount(item.get("amount"))
         captured = event_code == "CAPTURE" and success
         return GatewayEvent(
@@ -695,6 +696,7 @@ def _event(item: Mapping[str, Any]) -> GatewayEvent | None:
                 message=_str(item.get("reason")) or "Adyen could not capture the payment",
             ),
             payment_id=payment_id,
+            amount_captured=amount if captured else None,
         )
     if event_code in ("REFUND", "REFUND_FAILED"):
         return _refund_event(item, event_id, event_code, psp, success)

@@ -107,6 +107,12 @@ def _state(status: Any, failure: Failure | None) -> ChargeState:
         ) from None
 
 
+def _captured(charge: Mapping[str, Any]) -> int | None:
+    """What a succeeded charge took from the card (less than its amount after a partial
+    capture); None before it succeeded, when the sandbox's 0 means nothing yet."""
+    return _int(charge.get("amount_captured")) if charge.get("status") == "succeeded" else None
+
+
 def _outcome(charge: Mapping[str, Any]) -> ChargeOutcome:
     failure = _failure(charge.get("failure"))
     raw_action = charge.get("next_action")
@@ -125,6 +131,7 @@ def _outcome(charge: Mapping[str, Any]) -> ChargeOutcome:
         failure=failure,
         amount_minor=_int(charge.get("amount")),
         currency=_str(charge.get("currency")),
+        amount_captured=_captured(charge),
     )
 
 
@@ -426,6 +433,7 @@ class SandboxWebhookVerifier:
                 failure=failure,
                 payment_id=_str(metadata.get("payment_id")),
                 workflow_id=_str(metadata.get("workflow_id")),
+                amount_captured=_captured(charge),
             )
         ]
 

@@ -190,6 +190,12 @@ def _intent_state(intent: Mapping[str, Any]) -> tuple[ChargeState, Failure | Non
     )
 
 
+def _received(intent: Mapping[str, Any]) -> int | None:
+    """What a succeeded PaymentIntent took from the card: ``amount_received``, less than
+    ``amount`` after a partial capture. None before it succeeded."""
+    return _int(intent.get("amount_received")) if intent.get("status") == "succeeded" else None
+
+
 def _outcome(intent: Mapping[str, Any]) -> ChargeOutcome:
     state, failure = _intent_state(intent)
     return ChargeOutcome(
@@ -202,6 +208,7 @@ def _outcome(intent: Mapping[str, Any]) -> ChargeOutcome:
         failure=failure,
         amount_minor=_int(intent.get("amount")),
         currency=_currency(intent.get("currency")),
+        amount_captured=_received(intent),
     )
 
 
@@ -688,6 +695,7 @@ def _events(body: bytes) -> list[GatewayEvent]:
             failure=failure,
             payment_id=_str(metadata.get("payment_id")),
             workflow_id=_str(metadata.get("workflow_id")),
+            amount_captured=_received(intent),
         )
     ]
 

@@ -40,6 +40,9 @@ class Payment(SQLModel, table=True):
     workflow_id: str = Field(max_length=400, unique=True)
     status: str = Field(max_length=32)
     amount_minor: int = Field(sa_type=BigInteger)
+    # What was taken from the card (less than amount_minor after a partial capture); None until
+    # the payment succeeded. Refunds are bounded by it, never by amount_minor.
+    amount_captured: int | None = Field(default=None, sa_type=BigInteger)
     currency: str = Field(max_length=3)
     customer_id: str = Field(max_length=255)
     order_id: str = Field(max_length=255)

@@ -98,6 +98,7 @@ def apply_transition(session: Session, transition: Transition) -> bool:
             "new_failure_code": failure.code if failure else None,
             "new_failure_message": failure.message if failure else None,
             "new_failure_retryable": failure.retryable if failure else None,
+            "new_amount_captured": transition.amount_captured,
         },
     )
     return bool(moved.rowcount)
@@ -111,6 +112,8 @@ def _detail(transition: Transition) -> dict[str, Any]:
         detail["gateway_reference"] = transition.gateway_reference
     if transition.failure is not None:
         detail["failure"] = asdict(transition.failure)
+    if transition.amount_captured is not None:
+        detail["amount_captured"] = transition.amount_captured
     return detail
 
 
@@ -302,6 +305,7 @@ def to_view(row: Payment) -> PaymentView:
         failure=failure,
         created_at=iso(row.created_at),
         updated_at=iso(row.updated_at),
+        amount_captured=row.amount_captured,
     )
 
 

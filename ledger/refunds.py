@@ -47,8 +47,9 @@ def refunded_sum(session: Session, payment_id: str, states: tuple[str, ...]) -> 
 def reserve(session: Session, reservation: Reservation) -> ReservationResult:
     """Insert the refund as pending if it fits in what is still refundable; idempotent.
 
-    Runs under the payment's row lock, so two refunds of one payment are decided one after the
-    other and together can never exceed the captured amount."""
+    Bounded by what was captured (``amount_captured``), never by the authorized amount: after a
+    partial capture the rest was never taken. Runs under the payment's row lock, so two refunds of
+    one payment are decided one after the other and together can never exceed it."""
     request = reservation.request
     payment = payments.lock_payment(session, request.payment_id)
     if payment is None or payment.merchant_id != request.merchant_id:
@@ -68,13 +69,22 @@ def reserve(session: Session, reservation: Reservation) -> ReservationResult:
             "payment_not_refundable",
             f"payment is {status.value}; only a succeeded (captured) payment can be refunded",
         )
-    refundable = payment.amount_minor - refunded_sum(session, payment.id, COUNTED_STATES)
+    captured = payment.amount_captured
+    if captured is None:
+        # Captured before the ledger recorded how much (ledger/migrations 0007): a manual capture
+        # may have taken less than the amount, and refunding more than was taken is not ours.
+        return _refused(
+            "payment_not_refundable",
+            f"payment {payment.id} has no recorded captured amount; check its capture at "
+            f"{payment.gateway} and refund it there",
+        )
+    refundable = captured - refunded_sum(session, payment.id, COUNTED_STATES)
     amount = refundable if request.amount_minor is None else request.amount_minor
     if refundable <= 0 or not 0 < amount <= refundable:
         return _refused(
             "refund_exceeds_refundable",
-            f"refunding {amount} would exceed what is refundable: {refundable} of "
-            f"{payment.amount_minor} {payment.currency} (succeeded and pending refunds count)",
+            f"refunding {amount} would exceed what is refundable: {refundable} of the "
+            f"{captured} {payment.currency} captured (succeeded and pending refunds count)",
             refundable,
         )
     now = _moment(reservation.at)
@@ -158,9 +168,10 @@ def _update_payment_status(
     if PaymentStatus(payment.status) not in REFUNDABLE_STATUSES | {PaymentStatus.REFUNDED}:
         return  # disputed meanwhile: the dispute's outcome decides the status
     refunded = refunded_sum(session, payment.id, (RefundState.SUCCEEDED.value,))
+    captured = payment.amount_captured
     status = (
         PaymentStatus.REFUNDED
-        if refunded >= payment.amount_minor
+        if captured is not None and refunded >= captured
         else PaymentStatus.PARTIALLY_REFUNDED
     )
     payments.record_status_after_success(

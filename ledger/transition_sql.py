@@ -26,6 +26,7 @@ KEPT_UNLESS_GIVEN = (
     "failure_code",
     "failure_message",
     "failure_retryable",
+    "amount_captured",
 )
 
 

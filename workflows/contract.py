@@ -205,6 +205,9 @@ class ChargeOutcome:
     conclusive: bool = True
     # When the charge activity wrote ChargeRequest.record_waiting: the time it wrote down.
     recorded_at: str | None = None
+    # What the gateway says it took from the card, when it says (a succeeded charge or capture);
+    # less than ``amount_minor`` after a partial capture.
+    amount_captured: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -329,6 +332,8 @@ class GatewayEvent:
     workflow_id: str | None = None
     refund: RefundNotice | None = None
     dispute: DisputeNotice | None = None
+    # What the gateway says it captured, when the event says (a succeeded charge or capture).
+    amount_captured: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -367,6 +372,9 @@ class Transition:
     request: PaymentRequest | None = None
     # Workflow time of the change (ISO 8601), so ledger and workflow agree on timestamps.
     at: str = ""
+    # What was captured, once the payment succeeded: the amount with automatic capture, what the
+    # gateway captured with manual capture. Refunds are bounded by it. None keeps the ledger's.
+    amount_captured: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -412,6 +420,8 @@ class PaymentView:
     updated_at: str = ""
     # For the receipt on payment.succeeded; public_payment() never shows it.
     customer_email: str | None = None
+    # What was captured (None until the payment succeeded); refunds are bounded by it.
+    amount_captured: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -133,6 +133,8 @@ class PaymentWorkflow:
         self._cancel: CancelPayment | None = None
         self._cancel_sent = False
         self._capture: CapturePayment | None = None
+        # What was taken from the card, once the payment succeeded; refunds are bounded by it.
+        self._amount_captured: int | None = None
         self._review: ReviewDecision | None = None
         # An operator's request to ask the gateway now; cleared once the reconcile is done.
         self._reconcile_now: ReconcileRequest | None = None
@@ -628,6 +630,8 @@ class PaymentWorkflow:
             return
         reason = self._cancel.reason if status is PaymentStatus.CANCELED and self._cancel else None
         failure = outcome.failure if status is PaymentStatus.FAILED else None
+        if status is PaymentStatus.SUCCEEDED:
+            self._amount_captured = self._request.amount_minor  # automatic capture takes it all
         await self._finish(status, failure, reason=reason)
 
     async def _enter_waiting(self, waiting: PaymentStatus, outcome: ChargeOutcome) -> None:
@@ -681,12 +685,46 @@ class PaymentWorkflow:
         if captured.state in (*WAITING, ChargeState.AUTHORIZED):
             captured = await self._await_event(CAPTURE_FINAL)
         if captured.state is ChargeState.SUCCEEDED:
-            await self._finish(PaymentStatus.SUCCEEDED)
+            await self._settle_capture(captured)
         else:
             await self._finish(
                 PaymentStatus.FAILED,
                 captured.failure or Failure(code="capture_failed", message="capture refused"),
             )
+
+    async def _settle_capture(self, outcome: ChargeOutcome) -> None:
+        """Succeeded, with what the gateway says it captured (what was asked when it does not
+        say). A capture the authorization cannot cover is ``conflicted``, for an operator."""
+        asked = self._capture_amount()
+        amount, currency = self._request.amount_minor, self._request.currency
+        captured = asked if outcome.amount_captured is None else outcome.amount_captured
+        said_currency = (outcome.currency or currency).upper()
+        if not 0 < captured <= amount or said_currency != currency:
+            await self._finish(
+                PaymentStatus.CONFLICTED,
+                Failure(
+                    code="amount_mismatch",
+                    message=f"gateway reported {captured} {said_currency} captured, "
+                    f"the authorization is {amount} {currency}",
+                ),
+            )
+            return
+        if captured != asked:
+            workflow.logger.warning(
+                "gateway captured %d, %d was asked",
+                captured,
+                asked,
+                extra={"payment_id": self._request.payment_id},
+            )
+        self._amount_captured = captured
+        await self._finish(
+            PaymentStatus.SUCCEEDED,
+            reason=f"captured {captured} of the {amount} authorized ({currency} minor units)",
+        )
+
+    def _capture_amount(self) -> int:
+        asked = self._capture.amount_minor if self._capture else None
+        return asked or self._request.amount_minor
 
     async def _capture_at_gateway(self, request: CapturePayment) -> ChargeOutcome:
         assert self._outcome is not None and self._outcome.gateway_reference is not None
@@ -719,7 +757,12 @@ class PaymentWorkflow:
         event = self._take_event(accept)
         assert event is not None
         return ChargeOutcome(
-            state=event.state, gateway_reference=event.gateway_reference, failure=event.failure
+            state=event.state,
+            gateway_reference=event.gateway_reference,
+            failure=event.failure,
+            amount_minor=event.amount_minor,
+            currency=event.currency,
+            amount_captured=event.amount_captured,
         )
 
     # ---- Cancel ---------------------------------------------------------------------------
@@ -900,6 +943,7 @@ class PaymentWorkflow:
             created_at=self._created_at,
             updated_at=self._updated_at,
             customer_email=self._request.customer_email,
+            amount_captured=self._amount_captured,
         )
 
     # ---- Recording ------------------------------------------------------------------------
@@ -1082,6 +1126,7 @@ class PaymentWorkflow:
             failure=failure,
             request=request,
             at=self._updated_at,
+            amount_captured=self._amount_captured,
         )
 
     def _current_details(self, reason: str | None) -> str:

@@ -17,6 +17,7 @@ def public_payment(view: PaymentView) -> dict[str, Any]:
         "object": "payment",
         "status": view.status.value,
         "amount": view.amount_minor,
+        "amount_captured": view.amount_captured,
         "currency": view.currency,
         "customer_id": view.customer_id,
         "order_id": view.order_id,

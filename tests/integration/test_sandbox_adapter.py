@@ -152,7 +152,8 @@ def free_port() -> int:
 
 
 async def test_ok_charge_is_pending_then_a_signed_webhook_succeeds(stack: Stack) -> None:
-    """An approved charge answers pending; its charge.succeeded webhook verifies and maps."""
+    """An approved charge answers pending; its charge.succeeded webhook verifies and maps, with
+    the whole amount captured."""
     request = charge_request("pm_sandbox_ok")
     outcome = await stack.gateway.charge(request)
     assert outcome.state is ChargeState.PENDING
@@ -172,6 +173,7 @@ async def test_ok_charge_is_pending_then_a_signed_webhook_succeeds(stack: Stack)
             currency="EUR",
             payment_id=request.payment_id,
             workflow_id=request.workflow_id,
+            amount_captured=4200,
         )
     ]
     settled = await stack.gateway.retrieve(
@@ -427,7 +429,8 @@ async def test_unavailable_sandbox_creates_nothing(stack: Stack) -> None:
 
 
 async def test_capture_an_authorized_charge(stack: Stack) -> None:
-    """capture() takes an authorized charge to SUCCEEDED, idempotently, and its webhook maps."""
+    """capture() takes an authorized charge to SUCCEEDED, idempotently, and its webhook maps;
+    both say what was captured, the authorization nothing."""
     authorized = await stack.gateway.charge(
         charge_request("pm_sandbox_instant", capture=CaptureMethod.MANUAL)
     )
@@ -437,10 +440,13 @@ async def test_capture_an_authorized_charge(stack: Stack) -> None:
     captured = await stack.gateway.capture(request)
     assert captured.state is ChargeState.SUCCEEDED
     assert captured.gateway_reference == authorized.gateway_reference
+    assert authorized.amount_captured is None
+    assert captured.amount_captured == request.amount_minor
     assert await stack.gateway.capture(request) == captured  # A retried activity, same key.
     webhook = await stack.recorder.wait_for_event(authorized.gateway_reference, "charge.succeeded")
     [event] = stack.verifier.verify(webhook.headers, webhook.body)
     assert event.state is ChargeState.SUCCEEDED
+    assert event.amount_captured == request.amount_minor
 
 
 async def test_capture_too_late_returns_the_current_state(stack: Stack) -> None:
@@ -456,7 +462,8 @@ async def test_capture_too_late_returns_the_current_state(stack: Stack) -> None:
 
 
 async def test_capture_beyond_the_authorization_is_a_request_error(stack: Stack) -> None:
-    """Capturing more than authorized, or reusing a capture key, is a GatewayRequestError."""
+    """Capturing more than authorized, or reusing a capture key, is a GatewayRequestError; a
+    partial capture says what it captured."""
     authorized = await stack.gateway.charge(
         charge_request("pm_sandbox_instant", capture=CaptureMethod.MANUAL)
     )
@@ -467,6 +474,7 @@ async def test_capture_beyond_the_authorization_is_a_request_error(stack: Stack)
     assert not caught.value.retryable
     partial = await stack.gateway.capture(capture_request(reference, amount_minor=1000))
     assert partial.state is ChargeState.SUCCEEDED
+    assert (partial.amount_minor, partial.amount_captured) == (4200, 1000)
     # Same (default) key, another amount: our bug, never a second capture.
     with pytest.raises(GatewayRequestError, match="idempotency_conflict"):
         await stack.gateway.capture(capture_request(reference, amount_minor=2000))

@@ -106,6 +106,26 @@ async def test_card_error_is_a_decline_with_the_decline_code(stack: Stack) -> No
     assert found.failure is not None and found.failure.code == "generic_decline"
 
 
+async def test_lookup_by_key_that_finds_nothing_is_inconclusive(stack: Stack) -> None:
+    """By key, retrieve searches PaymentIntents: a match answers its state; no match is NOT_FOUND
+    with conclusive=False, because Stripe Search lags and a miss proves nothing."""
+    request = charge(tokens.VISA)
+    created = await stack.gateway.charge(request)
+
+    found = await stack.gateway.retrieve(
+        ChargeLookup(gateway=GatewayName.STRIPE, idempotency_key=request.idempotency_key)
+    )
+    missing = await stack.gateway.retrieve(
+        ChargeLookup(gateway=GatewayName.STRIPE, idempotency_key=f"{request.workflow_id}/charge/9")
+    )
+
+    assert (found.state, found.gateway_reference) == (
+        ChargeState.SUCCEEDED,
+        created.gateway_reference,
+    )
+    assert (missing.state, missing.conclusive) == (ChargeState.NOT_FOUND, False)
+
+
 async def test_processing_error_is_a_retryable_failure(stack: Stack) -> None:
     """processing_error is RETRYABLE_FAILURE; the same key replays it, a new key tries anew."""
     request = charge(tokens.PROCESSING_ERROR)
@@ -227,7 +247,8 @@ async def test_every_post_carries_the_callers_idempotency_key(stack: Stack) -> N
 
 
 async def test_manual_capture_authorizes_then_captures(stack: Stack) -> None:
-    """capture=manual: requires_capture is AUTHORIZED; capture makes it SUCCEEDED, once."""
+    """capture=manual: requires_capture is AUTHORIZED; capture makes it SUCCEEDED, once, with
+    what was captured."""
     request = charge(tokens.VISA, capture=CaptureMethod.MANUAL)
     authorized = await stack.gateway.charge(request)
     assert authorized.state is ChargeState.AUTHORIZED
@@ -243,6 +264,8 @@ async def test_manual_capture_authorizes_then_captures(stack: Stack) -> None:
     again = await stack.gateway.capture(capture)  # a retried activity: replayed, not repeated
     assert captured.state is ChargeState.SUCCEEDED
     assert again == captured
+    assert authorized.amount_captured is None
+    assert captured.amount_captured == 3000
     intent = stack.server.payment_intents[authorized.gateway_reference]
     assert (intent["status"], intent["amount_received"]) == ("succeeded", 3000)
     late = await stack.gateway.capture(

@@ -18,7 +18,9 @@ def seed_succeeded_payment(
     gateway: GatewayName = GatewayName.SANDBOX,
     gateway_reference: str | None = None,
     merchant_id: str = "merchant_test",
+    amount_captured: int | None = None,
 ) -> PaymentRequest:
+    """``amount_captured`` None: all of it, as the payment workflow records an automatic capture."""
     key = uuid.uuid4().hex
     request = PaymentRequest(
         payment_id=f"pay_{key[:22]}",
@@ -52,6 +54,7 @@ def seed_succeeded_payment(
                 status=PaymentStatus.SUCCEEDED,
                 gateway=gateway,
                 gateway_reference=gateway_reference or f"ch_{key[:12]}",
+                amount_captured=amount_minor if amount_captured is None else amount_captured,
             ),
         )
     return request

@@ -40,6 +40,8 @@ class ScriptedGateway:
     cancel_calls: list[CancelRequest] = field(default_factory=list)
     gateway_name: GatewayName = GatewayName.SANDBOX
     capture_calls: list[CaptureRequest] = field(default_factory=list)
+    # The answer to `capture`; None: succeeded, without saying how much was captured.
+    capture_outcome: ChargeOutcome | None = None
     refund_calls: list[RefundRequest] = field(default_factory=list)
     # Answers to `refund` and `retrieve_refund`, in order; the last one repeats.
     refunds: list[RefundStep] = field(default_factory=list)
@@ -74,6 +76,8 @@ class ScriptedGateway:
 
     async def capture(self, request: CaptureRequest) -> ChargeOutcome:
         self.capture_calls.append(request)
+        if self.capture_outcome is not None:
+            return self.capture_outcome
         return ChargeOutcome(
             state=ChargeState.SUCCEEDED, gateway_reference=request.gateway_reference
         )

@@ -290,17 +290,24 @@ def test_chargeback_notifications_are_dispute_events(
 
 
 def test_capture_is_an_event_about_the_original_payment(verifier: AdyenWebhookVerifier) -> None:
-    """CAPTURE success settles the payment named by originalReference; CAPTURE_FAILED declines."""
+    """CAPTURE success settles the payment named by originalReference with its amount as the
+    captured amount; CAPTURE_FAILED declines and captures nothing."""
     [captured] = verifier.verify(
         auth(), body(signed(item("CAPTURE", psp="cap_1", original="8816178952380553")))
     )
     assert captured.state is ChargeState.SUCCEEDED
     assert captured.gateway_reference == "8816178952380553"
     assert captured.amount_minor == 4200
+    assert captured.amount_captured == 4200
+    [partial] = verifier.verify(
+        auth(), body(signed(item("CAPTURE", psp="cap_3", original="8816178952380553", value=300)))
+    )
+    assert partial.amount_captured == 300  # the modification's amount: what was captured
     [failed] = verifier.verify(
         auth(), body(signed(item("CAPTURE_FAILED", psp="cap_2", original="8816178952380553")))
     )
     assert failed.state is ChargeState.DECLINED
+    assert failed.amount_captured is None
     assert failed.failure is not None and failed.failure.code == "capture_failed"
 
 

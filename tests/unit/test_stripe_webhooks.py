@@ -86,6 +86,21 @@ def test_valid_signature_yields_the_event() -> None:
     ]
 
 
+def test_a_partial_capture_event_carries_what_was_received() -> None:
+    """payment_intent.succeeded after capturing 1000 of 4200 says amount_captured 1000 (Stripe's
+    amount_received); an authorization, not yet captured, says nothing captured."""
+    captured = event_body(amount_received=1000)
+    held = event_body(
+        "payment_intent.amount_capturable_updated", status="requires_capture", amount_received=0
+    )
+
+    [succeeded] = verifier().verify(signed(captured), captured)
+    [authorized] = verifier().verify(signed(held), held)
+
+    assert (succeeded.amount_minor, succeeded.amount_captured) == (4200, 1000)
+    assert (authorized.state, authorized.amount_captured) == (ChargeState.AUTHORIZED, None)
+
+
 def test_signature_made_by_the_stripe_sdk_is_accepted() -> None:
     """A header built by the SDK's own signer verifies, so our test signer matches Stripe's."""
     body = event_body()
