@@ -28,7 +28,7 @@ from paytide.api_keys import Role
 from paytide.settings import DEV_SANDBOX_WEBHOOK_SECRET, Settings
 from tests.integration.stack import bearer, issue_api_key
 from tests.support.ledger_seed import seed_succeeded_payment
-from tests.support.serve import serve
+from tests.support.serve import serve_api
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +73,7 @@ async def api(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
     finally:
         engine.dispose()
     async with (
-        serve(create_app(settings)) as base_url,
+        serve_api(create_app(settings), settings) as base_url,
         httpx.AsyncClient(base_url=base_url, timeout=30.0, headers=bearer(api_key)) as client,
     ):
         yield Api(client, bearer(operator_key), ledger_url, payment.payment_id)
