@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from api.errors import ApiError
 from paytide import untrusted_json
@@ -38,10 +38,17 @@ async def read_bytes(request: Request, max_bytes: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
     body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > max_bytes:
-            raise _too_large(max_bytes)
+    try:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > max_bytes:
+                raise _too_large(max_bytes)
+    except ClientDisconnect:
+        # The client went, or the server cut off a body past PAYTIDE_API_BODY_TIMEOUT (it has
+        # answered 408 itself): nobody reads this answer, but it is an answer, not a crash.
+        raise ApiError(
+            400, "body_incomplete", "the connection closed before the whole body arrived"
+        ) from None
     return bytes(body)
 
 
