@@ -23,7 +23,7 @@ from gateways import signing
 from gateways.sandbox import SIGNATURE_HEADER
 from ledger.engine import create_ledger_engine, session_factory
 from ledger.migrate import upgrade
-from ledger.models import Payment, PaymentEvent, WebhookEvent
+from ledger.models import Payment, PaymentEvent, RefundRecord, WebhookEndpoint, WebhookEvent
 from paytide.api_keys import Role
 from paytide.settings import DEV_SANDBOX_WEBHOOK_SECRET, Settings
 from tests.integration.stack import bearer, issue_api_key
@@ -85,7 +85,7 @@ def rows(url: str) -> dict[str, int]:
         with Session(engine) as session:
             return {
                 model.__name__: session.exec(select(func.count()).select_from(model)).one()
-                for model in (Payment, PaymentEvent, WebhookEvent)
+                for model in (Payment, PaymentEvent, RefundRecord, WebhookEndpoint, WebhookEvent)
             }
     finally:
         engine.dispose()
