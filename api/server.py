@@ -13,7 +13,7 @@ and holds it until a request arrives. `EdgeProtocol`, uvicorn's h11 protocol ext
   has started) and the connection is closed; the handler reading the body sees a disconnect.
 - **connection limit**: a connection beyond ``api_max_connections`` open ones gets 503
   ``too_many_connections`` with ``Retry-After`` and is closed at once.
-- a request that is not HTTP/1.1, or whose headers exceed ``api_max_header_bytes``, gets 400
+- a request that is not valid HTTP, or whose headers exceed ``api_max_header_bytes``, gets 400
   ``malformed_request`` in the API's error shape (uvicorn's own is plain text).
 
 `server_config` builds the config that ``paytide api`` runs and the tests serve, so tests exercise
@@ -135,7 +135,7 @@ class EdgeProtocol(H11Protocol):
         self._answer_and_close(
             400,
             "malformed_request",
-            "the request is not valid HTTP/1.1, or its headers are larger than "
+            "the request is not valid HTTP, or its headers are larger than "
             f"{self.limits.max_header_bytes} bytes",
         )
 
