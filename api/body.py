@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from api.errors import ApiError
+from paytide import untrusted_json
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -38,10 +38,17 @@ async def read_bytes(request: Request, max_bytes: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
     body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > max_bytes:
-            raise _too_large(max_bytes)
+    try:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > max_bytes:
+                raise _too_large(max_bytes)
+    except ClientDisconnect:
+        # The client went, or the server cut off a body past PAYTIDE_API_BODY_TIMEOUT (it has
+        # answered 408 itself): nobody reads this answer, but it is an answer, not a crash.
+        raise ApiError(
+            400, "body_incomplete", "the connection closed before the whole body arrived"
+        ) from None
     return bytes(body)
 
 
@@ -50,14 +57,14 @@ async def read_json(request: Request, max_bytes: int) -> Any:
 
 
 def parse_json(body: bytes) -> Any:
+    """The body as JSON; a malformed, too deeply nested or huge-numbered one is a 400 whose code
+    says which (``malformed_json``, ``json_too_deep``, ``json_number_too_long``)."""
     if not body:
         raise ApiError(400, "malformed_json", "the request body is empty; send a JSON object")
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ApiError(
-            400, "malformed_json", f"the request body is not valid JSON: {error}"
-        ) from None
+        return untrusted_json.loads(body)
+    except untrusted_json.UntrustedJsonError as error:
+        raise ApiError(400, error.code, f"the request body is refused: {error}") from None
 
 
 def _too_large(max_bytes: int) -> ApiError:

@@ -19,7 +19,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import re
 import urllib.parse
 from collections import OrderedDict
@@ -40,6 +39,7 @@ from gateways.base import (
     WebhookRejected,
     retry_after_seconds,
 )
+from paytide import untrusted_json
 from paytide.logging import get_logger
 from workflows.contract import (
     CancelRequest,
@@ -546,7 +546,7 @@ def notification_signature(item: Mapping[str, Any], key: bytes) -> str:
 
 def _notification_items(body: bytes) -> list[dict[str, Any]]:
     try:
-        notification = json.loads(body)
+        notification = untrusted_json.loads(body)
         wrappers = notification["notificationItems"]
         if not isinstance(wrappers, list) or not wrappers:
             raise TypeError("notificationItems must be a non-empty list")

@@ -9,7 +9,6 @@ is a `RefundOutcome`.
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.parse
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -27,6 +26,7 @@ from gateways.base import (
     WebhookRejected,
     retry_after_seconds,
 )
+from paytide import untrusted_json
 from workflows.contract import (
     CancelRequest,
     CaptureRequest,
@@ -395,7 +395,7 @@ class SandboxWebhookVerifier:
             _header(headers, SIGNATURE_HEADER), body, self._secrets, self._tolerance, self._clock()
         )
         try:
-            event = json.loads(body)
+            event = untrusted_json.loads(body)
             event_id, event_type, charge = event["id"], event["type"], event["data"]
             if not (isinstance(event_id, str) and isinstance(event_type, str)):
                 raise TypeError("id and type must be strings")

@@ -15,7 +15,6 @@ or a lock timeout is `GatewayUnavailable`; a bad request or bad credentials is
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from gateways.base import (
     WebhookRejected,
     retry_after_seconds,
 )
+from paytide import untrusted_json
 from paytide.logging import get_logger
 from workflows.contract import (
     CancelRequest,
@@ -650,7 +650,7 @@ class StripeWebhookVerifier:
 
 def _events(body: bytes) -> list[GatewayEvent]:
     try:
-        event = json.loads(body)
+        event = untrusted_json.loads(body)
         if not isinstance(event, dict):
             raise TypeError("the body is not a JSON object")
         event_id, event_type = event["id"], event["type"]

@@ -130,16 +130,14 @@ def cmd_api(_args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.server import server_config
 
     settings = _settings()
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,
-        access_log=False,
-    )
-    return 0
+    server = uvicorn.Server(server_config(create_app(settings), settings))
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    # uvicorn.run's convention: 3 when the server never started (its lifespan failed).
+    return 0 if server.started else 3
 
 
 def cmd_worker(_args: argparse.Namespace) -> int:

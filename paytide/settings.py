@@ -117,6 +117,15 @@ class Settings(BaseSettings):
     # Per-key token bucket: `rate_limit_per_second` sustained, `rate_limit_burst` at once.
     rate_limit_per_second: Annotated[float, Field(gt=0)] = 100.0
     rate_limit_burst: Annotated[int, Field(ge=1)] = 200
+    # HTTP edge of the API server (api/server.py; docs/operations.md, "Behind a reverse proxy"):
+    # a connection that has not sent a request's headers within api_header_timeout seconds is
+    # closed; a body not received within api_body_timeout seconds of its headers is answered
+    # 408 and closed; connections beyond api_max_connections are answered 503 and closed; a
+    # request whose headers exceed api_max_header_bytes is answered 400.
+    api_header_timeout: PositiveSeconds = 10.0
+    api_body_timeout: PositiveSeconds = 30.0
+    api_max_connections: Annotated[int, Field(ge=1)] = 1000
+    api_max_header_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024
 
     # Payment workflow
     webhook_timeout: PositiveSeconds = 60.0

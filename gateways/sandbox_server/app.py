@@ -7,7 +7,6 @@ lifespan's only job is to stop background work and close the webhook client at s
 from __future__ import annotations
 
 import hmac
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,6 +36,7 @@ from gateways.sandbox_server.schemas import (
 )
 from gateways.sandbox_server.tasks import TaskTracker
 from gateways.sandbox_server.webhooks import WebhookDispatcher
+from paytide import untrusted_json
 
 logger = structlog.get_logger(__name__)
 
@@ -61,9 +61,9 @@ def _idempotency_key(request: Request) -> str:
 
 async def _json_object(request: Request) -> dict[str, Any]:
     try:
-        payload = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise SandboxError(400, "invalid_request", "the body is not valid JSON") from None
+        payload = untrusted_json.loads(await request.body())
+    except untrusted_json.UntrustedJsonError as error:
+        raise SandboxError(400, "invalid_request", f"the body is refused: {error}") from None
     if not isinstance(payload, dict):
         raise SandboxError(400, "invalid_request", "the body must be a JSON object")
     return payload

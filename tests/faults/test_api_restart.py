@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.app import create_app
 from tests.faults.harness import FaultTable, measure
 from tests.integration.stack import Stack, running_stack
-from tests.support.serve import serve
+from tests.support.serve import serve_api
 
 CLIENTS = 40
 RESTARTS = 2
@@ -81,7 +81,7 @@ async def test_api_restart_under_load_with_client_retries(
         clients: list[asyncio.Task[tuple[str, int]]] = []
         restarted = time.monotonic()
         for batch in (keys[i :: RESTARTS + 1] for i in range(RESTARTS + 1)):
-            async with serve(_api(stack, dev_env), sock=_socket_on(port)):
+            async with serve_api(_api(stack, dev_env), stack.settings, sock=_socket_on(port)):
                 # Clients keep arriving while this instance serves; it stops right after the
                 # last of them, so some are mid-request and the rest meet a closed port.
                 for key in batch:
@@ -91,7 +91,7 @@ async def test_api_restart_under_load_with_client_retries(
                     await asyncio.sleep(0.02)
             await asyncio.sleep(DOWN_SECONDS)
             restarted = time.monotonic()
-        async with serve(_api(stack, dev_env), sock=_socket_on(port)):
+        async with serve_api(_api(stack, dev_env), stack.settings, sock=_socket_on(port)):
             answers = await asyncio.gather(*clients)
         payment_ids = [payment_id for payment_id, _ in answers]
 

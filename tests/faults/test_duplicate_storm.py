@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from api.app import create_app
 from tests.faults.harness import FaultTable, measure
 from tests.integration.stack import Stack, running_stack
-from tests.support.serve import serve
+from tests.support.serve import serve_api
 
 KEYS = 20
 DUPLICATES = 50
@@ -64,7 +64,9 @@ async def test_concurrent_duplicate_posts_make_one_payment_per_key(
     """K keys x M simultaneous POSTs: K workflows, K charges, one payment id per key."""
     async with (
         running_stack(dev_env.client, sqlite_url) as stack,
-        serve(create_app(stack.settings, temporal=dev_env.client)) as second_api,
+        serve_api(
+            create_app(stack.settings, temporal=dev_env.client), stack.settings
+        ) as second_api,
     ):
         api_urls = [stack.settings.effective_api_url, second_api]
         keys = {uuid.uuid4().hex: i for i in range(KEYS)}

@@ -34,7 +34,7 @@ from paytide.outbound import Resolver, system_resolver
 from paytide.settings import Settings
 from paytide.temporal import prometheus_runtime
 from paytide.tracing import Tracing
-from tests.support.serve import bound_socket, serve, url_of
+from tests.support.serve import bound_socket, serve, serve_api, url_of
 from tests.support.webhook_recorder import WebhookRecorder
 from worker.assemble import build_worker
 from worker.metrics_server import free_loopback_address, serving_metrics
@@ -216,7 +216,7 @@ async def running_stack(
         app = create_app(
             settings, temporal=client, metrics=api_metrics, tracing=tracing, resolver=resolver
         )
-        await stack.enter_async_context(serve(app, sock=api_sock))
+        await stack.enter_async_context(serve_api(app, settings, sock=api_sock))
         engine = create_ledger_engine(database_url)
         stack.callback(engine.dispose)
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=20))

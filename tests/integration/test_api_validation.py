@@ -21,7 +21,7 @@ from ledger.migrate import upgrade
 from ledger.models import Payment, WebhookEvent
 from paytide.settings import Settings
 from tests.integration.stack import bearer, issue_api_key
-from tests.support.serve import serve
+from tests.support.serve import serve_api
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ async def api(api_ledger_url: str) -> AsyncIterator[httpx.AsyncClient]:
     finally:
         engine.dispose()
     async with (
-        serve(create_app(settings)) as base_url,
+        serve_api(create_app(settings), settings) as base_url,
         httpx.AsyncClient(base_url=base_url, timeout=15.0, headers=bearer(api_key)) as client,
     ):
         yield client

@@ -180,8 +180,15 @@ def test_wrong_basic_auth_is_rejected(
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{", b"{}", b'{"notificationItems": []}', b'{"notificationItems": [{"x": 1}]}'],
-    ids=["not-json", "no-items", "empty-items", "no-request-item"],
+    [
+        b"{",
+        b"{}",
+        b'{"notificationItems": []}',
+        b'{"notificationItems": [{"x": 1}]}',
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"notificationItems": ' + b"9" * 5000 + b"}",
+    ],
+    ids=["not-json", "no-items", "empty-items", "no-request-item", "deep", "long-number"],
 )
 def test_malformed_body_is_rejected(verifier: AdyenWebhookVerifier, raw: bytes) -> None:
     """A body that is not a standard notification is rejected as malformed_payload."""

@@ -183,6 +183,16 @@ def test_signed_garbage_is_a_malformed_payload() -> None:
         assert rejection(signed(body), body) == "malformed_payload"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"id": "evt_1", "created": ' + b"9" * 5000 + b"}"],
+    ids=["deep", "long-number"],
+)
+def test_signed_hostile_json_is_a_malformed_payload(body: bytes) -> None:
+    """An authentic body nested 100,000 deep or with a 5,000-digit number is malformed_payload."""
+    assert rejection(signed(body), body) == "malformed_payload"
+
+
 def test_payment_intent_event_without_an_intent_is_malformed() -> None:
     """A PaymentIntent event whose data.object is missing cannot be mapped and is rejected."""
     body = json.dumps({"id": "evt_2", "type": "payment_intent.succeeded", "data": {}}).encode()
