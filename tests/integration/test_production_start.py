@@ -33,7 +33,7 @@ from paytide.settings import Settings
 from tests.integration.stack import bearer, issue_api_key
 from tests.support.ports import free_port
 from tests.support.production import CODEC_TOKEN, PRODUCTION_ENV, production_settings
-from tests.support.serve import serve
+from tests.support.serve import serve_api
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +79,7 @@ async def production_api(ledger_url: str) -> AsyncIterator[tuple[httpx.AsyncClie
     """The app of a correct production config under uvicorn; Temporal is a closed port."""
     settings = production_settings(database_url=ledger_url, temporal_address=UNREACHABLE_TEMPORAL)
     async with (
-        serve(create_app(settings)) as base_url,
+        serve_api(create_app(settings), settings) as base_url,
         httpx.AsyncClient(base_url=base_url, timeout=15.0) as client,
     ):
         yield client, settings
@@ -141,7 +141,7 @@ async def test_production_with_the_sandbox_enabled_trusts_only_its_own_secret(
         routing=[{"gateways": ["sandbox"]}],
     )
     async with (
-        serve(create_app(settings)) as base_url,
+        serve_api(create_app(settings), settings) as base_url,
         httpx.AsyncClient(base_url=base_url, timeout=15.0) as api,
     ):
         body, headers = _succeeded_event(DEV_SANDBOX_WEBHOOK_SECRET)
