@@ -100,6 +100,9 @@ _OUTCOME_STATUS = {
 }
 # A ledger activity's argument.
 _Written = TypeVar("_Written")
+# How a local activity fails for good: its own non-retryable ApplicationError as it is, or an
+# ActivityError wrapping the last failure when its retries ran out.
+LOCAL_ACTIVITY_FAILURES = (ActivityError, ApplicationError)
 
 
 @workflow.defn(name="PaymentWorkflow")
@@ -953,7 +956,7 @@ class PaymentWorkflow:
                 if self._record_with_neighbours
                 else "ledger: received, risk_check; fraud score",
             )
-        except ActivityError as error:
+        except LOCAL_ACTIVITY_FAILURES as error:
             await self._end_not_admitted(_cause(error))
         self._pending_search_attributes = [sa.RISK_SCORE.value_set(risk.score)]
         self._risk = risk
@@ -1011,13 +1014,14 @@ class PaymentWorkflow:
         """The ledger would not take the payment at all: it does not exist, and nothing was
         charged. Tell the operators (and the API's waiting POST), then fail the workflow."""
         self._not_admitted = cause
+        # Answered first: the API's POST gets its error without waiting for the alert.
+        self._release_waiters()
         workflow.logger.error(
             "payment not admitted: %s", cause, extra={"payment_id": self._request.payment_id}
         )
         await self._alert_operators(
             EventType.PAYMENT_NOT_ADMITTED, reason=cause, unrecoverable_step="admission"
         )
-        self._release_waiters()
         await workflow.wait_condition(workflow.all_handlers_finished)
         raise self._not_admitted_error()
 
@@ -1069,7 +1073,7 @@ class PaymentWorkflow:
                 retry_policy=LEDGER_RETRY,
                 summary=summary,
             )
-        except ActivityError as error:
+        except LOCAL_ACTIVITY_FAILURES as error:
             await self._end_ledger_failed(f"{summary}: {_cause(error)}")
 
     async def _transition(
@@ -1277,7 +1281,7 @@ class PaymentWorkflow:
         return True
 
 
-def _cause(error: ActivityError) -> str:
+def _cause(error: ActivityError | ApplicationError) -> str:
     """What made an activity fail for good, in its own words."""
     return str(error.cause or error)
 
