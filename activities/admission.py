@@ -16,8 +16,9 @@ from sqlmodel import Session
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.ledger_errors import ledger_transaction
 from ledger import payments
-from ledger.engine import SessionFactory, transaction
+from ledger.engine import SessionFactory
 from workflows.contract import Admission, PaymentRequest, RiskAssessment
 
 
@@ -40,7 +41,7 @@ class AdmissionActivities:
                 type="admission_without_request",
                 non_retryable=True,
             )
-        with transaction(self._sessions) as session:
+        with ledger_transaction(self._sessions) as session:
             payments.apply_transition(session, admission.received)
             payments.apply_transition(session, admission.risk_check)
             risk = self._risk.score_in(session, request)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from activities.ledger_errors import ledger_transaction
 from ledger import disputes
-from ledger.engine import SessionFactory, transaction
+from ledger.engine import SessionFactory
 from workflows.dispute_contract import DisputeChange, DisputeRecorded
 
 
@@ -15,5 +16,5 @@ class DisputeLedgerActivities:
 
     @activity.defn(name="record_dispute_change")
     def record_change(self, change: DisputeChange) -> DisputeRecorded:
-        with transaction(self._sessions) as session:
+        with ledger_transaction(self._sessions) as session:
             return disputes.apply_change(session, change)

@@ -21,13 +21,8 @@ from ledger.models import Payment
 from paytide.codec import KeyRing
 from paytide.sealing import seal
 from paytide.webhook_dispatch import start_delivery, start_receipt
-from workflows.delivery_contract import (
-    EVENT_TYPES,
-    RECEIPT_EVENTS,
-    DeliveryInput,
-    DeliverySettings,
-    ReceiptInput,
-)
+from workflows.delivery_contract import DeliveryInput, DeliverySettings, ReceiptInput
+from workflows.events import ENDPOINT_EVENTS, RECEIPT_EVENTS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +53,7 @@ class EventFanOut:
 
     async def emit(self, event: Event) -> int:
         """Start a delivery per subscribed endpoint; how many this call started."""
-        if event.event_type not in EVENT_TYPES:
+        if event.event_type not in ENDPOINT_EVENTS:
             return 0
 
         def rows() -> list[DeliveryInput]:

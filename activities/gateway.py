@@ -129,7 +129,20 @@ class GatewayActivities:
             gateway_reference=outcome.gateway_reference or template.gateway_reference,
             at=at,
         )
-        await asyncio.to_thread(self._record, transition)
+        try:
+            await asyncio.to_thread(self._record, transition)
+        except ApplicationError as error:
+            if not error.non_retryable:
+                raise
+            # The ledger refused the line for good. The charge happened, so this activity must
+            # not fail as if the gateway had refused it: report it unrecorded, and the workflow
+            # writes it itself (and escalates when that fails too).
+            activity.logger.warning(
+                "waiting status not recorded: %s",
+                error,
+                extra={"payment_id": request.payment_id},
+            )
+            return outcome
         return replace(outcome, recorded_at=at)
 
     @activity.defn(name="reconcile_charge")

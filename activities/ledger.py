@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 from sqlmodel import Session
 from temporalio import activity
 
+from activities.ledger_errors import ledger_transaction
 from ledger import payments
-from ledger.engine import SessionFactory, transaction
+from ledger.engine import SessionFactory
 from ledger.models import Payment
 from paytide.metrics import NONE, WorkerMetrics
 from workflows.contract import TERMINAL_STATUSES, NotificationFailure, PaymentStatus, Transition
@@ -24,7 +25,7 @@ class LedgerActivities:
 
     @activity.defn(name="record_transition")
     def record_transition(self, transition: Transition) -> None:
-        with transaction(self._sessions) as session:
+        with ledger_transaction(self._sessions) as session:
             moved = payments.apply_transition(session, transition)
             # Counted only when this call moved the row, so a retried local activity (or a
             # replayed one after a worker crash) does not count a payment twice.
@@ -33,7 +34,7 @@ class LedgerActivities:
 
     @activity.defn(name="record_notification_failure")
     def record_notification_failure(self, failure: NotificationFailure) -> None:
-        with transaction(self._sessions) as session:
+        with ledger_transaction(self._sessions) as session:
             payments.record_notification_failure(session, failure)
         self._metrics.notification_dead_letters.labels(event_type=failure.event_type).inc()
 

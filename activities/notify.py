@@ -22,16 +22,11 @@ from paytide.metrics import WorkerMetrics
 from workflows.contract import NotificationInput, NotificationResult, OperatorAlert
 from workflows.delivery_contract import DeadLetter, ReceiptInput
 from workflows.dispute_contract import DisputeNotification
+from workflows.events import EventType
 from workflows.public import public_dispute, public_payment, public_refund
 from workflows.refund_contract import RefundNotification
 
 SIGNATURE_HEADER = "Paytide-Signature"
-# The dispute workflow's kinds, as merchants' endpoints subscribe to them.
-_DISPUTE_EVENTS = {
-    "dispute.created": "dispute.opened",
-    "dispute.won": "dispute.closed",
-    "dispute.lost": "dispute.closed",
-}
 
 
 class _Undelivered(Exception):
@@ -114,16 +109,24 @@ class NotificationActivities:
 
     @activity.defn(name="alert_operators")
     async def alert_operators(self, alert: OperatorAlert) -> NotificationResult:
-        """Tell the operators' channel about a payment that needs a human, with its factors."""
-        if alert.kind == "payment.in_review":
+        """Tell the operators' channel about a payment that needs a human: in review,
+        needs_attention, conflicted, or ended because a step can never succeed."""
+        payment_id = alert.payment.payment_id
+        if activity.info().attempt == 1:
+            # Counted here, once, so a missing or failing alert URL still leaves a trace.
+            self._metrics.operator_alerts.labels(kind=alert.kind).inc()
+            if alert.unrecoverable_step is not None:
+                step = alert.unrecoverable_step
+                self._metrics.payments_ended_unrecoverable.labels(step=step).inc()
+        if alert.kind == EventType.PAYMENT_IN_REVIEW:
             # The merchant's endpoints hear of the review too; the workflow has no separate
             # merchant notification for it (its history stays as it was).
-            payment_id = alert.payment.payment_id
             merchant = await asyncio.to_thread(self._merchant_of, payment_id)
             await self._emit(merchant, payment_id, alert.kind, public_payment(alert.payment))
-        return await self._alert(
-            alert.payment.payment_id, alert.kind, public_payment(alert.payment)
-        )
+        data = public_payment(alert.payment)
+        if alert.reason is not None:
+            data["reason"] = alert.reason
+        return await self._alert(payment_id, alert.kind, data)
 
     @activity.defn(name="alert_operators_dispute")
     async def alert_operators_dispute(self, alert: DisputeNotification) -> NotificationResult:
@@ -161,7 +164,7 @@ class NotificationActivities:
         """Tell the operators that a merchant's endpoint never took an event."""
         return await self._alert(
             letter.delivery_id,
-            "webhook.dead_letter",
+            EventType.WEBHOOK_DEAD_LETTER,
             {
                 "delivery_id": letter.delivery_id,
                 "event_id": letter.event_id,
@@ -191,7 +194,11 @@ class NotificationActivities:
         payment_id = payment.payment_id
         kind = notification.event_type
         await self._emit(notification.merchant_id, payment_id, kind, public_payment(payment))
-        if self._fan_out is not None and kind == "payment.succeeded" and payment.customer_email:
+        if (
+            self._fan_out is not None
+            and kind == EventType.PAYMENT_SUCCEEDED
+            and payment.customer_email
+        ):
             await self._fan_out.remember_email(payment_id, payment.customer_email)
             await self._fan_out.receipt(
                 ReceiptInput(
@@ -216,7 +223,7 @@ class NotificationActivities:
         refund = notification.refund
         kind = notification.event_type
         await self._emit(notification.merchant_id, refund.refund_id, kind, public_refund(refund))
-        if self._fan_out is not None and kind == "refund.succeeded":
+        if self._fan_out is not None and kind == EventType.REFUND_SUCCEEDED:
             await self._fan_out.receipt(
                 ReceiptInput(
                     event_id=event_id(refund.refund_id, kind),
@@ -241,11 +248,8 @@ class NotificationActivities:
         self, notification: DisputeNotification
     ) -> NotificationResult:
         dispute = notification.dispute
-        merchant_kind = _DISPUTE_EVENTS.get(notification.event_type)
-        if merchant_kind is not None:
-            await self._emit(
-                dispute.merchant_id, dispute.dispute_id, merchant_kind, public_dispute(dispute)
-            )
+        kind = notification.event_type
+        await self._emit(dispute.merchant_id, dispute.dispute_id, kind, public_dispute(dispute))
         if dispute.payment_id is None:
             # A dispute on a charge this ledger does not know has no merchant to tell.
             return NotificationResult(delivered=False, skipped_reason="unknown_payment")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from activities.ledger_errors import ledger_transaction
 from ledger import refunds
-from ledger.engine import SessionFactory, transaction
+from ledger.engine import SessionFactory
 from workflows.refund_contract import (
     RefundSettlement,
     RefundView,
@@ -20,17 +21,17 @@ class RefundLedgerActivities:
 
     @activity.defn(name="reserve_refund")
     def reserve(self, reservation: Reservation) -> ReservationResult:
-        with transaction(self._sessions) as session:
+        with ledger_transaction(self._sessions) as session:
             return refunds.reserve(session, reservation)
 
     @activity.defn(name="record_refund_reference")
     def record_reference(self, settlement: RefundSettlement) -> None:
         if settlement.refund_reference is None:
             return
-        with transaction(self._sessions) as session:
+        with ledger_transaction(self._sessions) as session:
             refunds.record_reference(session, settlement.refund_id, settlement.refund_reference)
 
     @activity.defn(name="settle_refund")
     def settle(self, settlement: RefundSettlement) -> RefundView:
-        with transaction(self._sessions) as session:
+        with ledger_transaction(self._sessions) as session:
             return refunds.settle(session, settlement)

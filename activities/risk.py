@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 from sqlmodel import Session
 from temporalio import activity
 
+from activities.ledger_errors import ledger_transaction
 from ledger import risk as queries
-from ledger.engine import SessionFactory, transaction
+from ledger.engine import SessionFactory
 from ledger.models import utcnow
 from paytide.money import major_units_threshold
 from paytide.settings import Settings
@@ -298,7 +299,7 @@ class RiskActivities:
 
     @activity.defn(name="score_risk")
     def score_risk(self, risk_input: RiskInput) -> RiskAssessment:
-        with transaction(self._sessions) as session:
+        with ledger_transaction(self._sessions) as session:
             return self.score_in(session, risk_input.request)
 
     def score_in(self, session: Session, request: PaymentRequest) -> RiskAssessment:

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from temporalio.client import (
     WithStartWorkflowOperation,
+    WorkflowFailureError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
@@ -58,6 +59,8 @@ from workflows.payment import PaymentWorkflow
 from workflows.public import public_dispute, public_payment, public_refund
 
 log = get_logger("paytide.api.payments")
+# The payment workflow's error when the ledger would not admit the payment (workflows/payment.py).
+NOT_ADMITTED = "payment_not_admitted"
 REPLAY_HEADER = "Idempotent-Replayed"
 
 
@@ -267,6 +270,8 @@ def _from_update_failure(error: WorkflowUpdateFailedError) -> ApiError:
     cause = error.cause
     if isinstance(cause, ApplicationError) and cause.type == "idempotency_key_reused":
         return _key_reused()
+    if isinstance(cause, ApplicationError) and cause.type == NOT_ADMITTED:
+        return _not_admitted(cause.message)
     if isinstance(cause, ApplicationError) and cause.type in (
         "payment_not_cancelable",
         "payment_not_capturable",
@@ -286,9 +291,35 @@ def _from_update_failure(error: WorkflowUpdateFailedError) -> ApiError:
     raise error
 
 
+def _not_admitted(message: str) -> ApiError:
+    return ApiError(
+        422,
+        NOT_ADMITTED,
+        f"{message}. Send a corrected request with a new Idempotency-Key.",
+    )
+
+
+async def _admission_failure(state: ApiState, merchant: str, key: str) -> ApiError | None:
+    """The error of this key's closed workflow when it ended without admitting the payment (the
+    same answer as the first POST's, instead of a payment that never appears)."""
+    handle = state.temporal.get_workflow_handle(idempotency.workflow_id(merchant, key))
+    try:
+        await asyncio.wait_for(handle.result(follow_runs=False), timeout=5)
+    except WorkflowFailureError as error:
+        cause = error.cause
+        if isinstance(cause, ApplicationError) and cause.type == NOT_ADMITTED:
+            return _not_admitted(cause.message)
+    except (TimeoutError, RPCError):
+        pass
+    return None
+
+
 async def _replay_from_ledger(state: ApiState, merchant: str, key: str, fp: str) -> _Initiated:
     row = await _ledger_row(state, merchant, key)
     if row is None:
+        failed = await _admission_failure(state, merchant, key)
+        if failed is not None:
+            raise failed
         raise ApiError(
             409,
             "payment_in_progress",

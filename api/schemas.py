@@ -138,17 +138,24 @@ class CreateRefund(Strict):
         return bounded_metadata(value)
 
 
+# workflows/events.py ENDPOINT_EVENTS, spelled out for the schema (tests/unit/test_events.py).
 EventType = Literal[
+    "payment.in_review",
+    "payment.requires_action",
+    "payment.authorized",
+    "payment.needs_attention",
     "payment.succeeded",
     "payment.failed",
-    "payment.requires_action",
     "payment.blocked",
-    "payment.in_review",
     "payment.canceled",
+    "payment.conflicted",
     "refund.succeeded",
     "refund.failed",
-    "dispute.opened",
-    "dispute.closed",
+    "dispute.created",
+    "dispute.updated",
+    "dispute.evidence_reminder",
+    "dispute.won",
+    "dispute.lost",
 ]
 EndpointUrl = Annotated[
     str,

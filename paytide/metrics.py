@@ -155,3 +155,19 @@ class WorkerMetrics:
             ["event_type"],
             registry=self.registry,
         )
+        # Escalations (issue 16): what the operators were told, and payments that ended because
+        # a step can never succeed. Both are counted once per payment and kind, on the alert's
+        # first try, whether or not an alert URL is configured.
+        self.operator_alerts = Counter(
+            "paytide_operator_alerts",
+            "Operator alerts raised about payments, by kind (payment.needs_attention, ...)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.payments_ended_unrecoverable = Counter(
+            "paytide_payments_ended_unrecoverable",
+            "Payments ended (failed workflow, needs_attention) because a step can never succeed, "
+            "by step (admission, ledger)",
+            ["step"],
+            registry=self.registry,
+        )

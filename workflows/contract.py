@@ -455,7 +455,13 @@ class ReviewDecision:
 @dataclass(frozen=True, kw_only=True)
 class OperatorAlert:
     payment: PaymentView
+    # An event name of workflows/events.py that the operators' channel carries.
     kind: str
+    # Why a human must look, in words (the escalation's reason); sent in the alert's ``data``.
+    reason: str | None = None
+    # Set when the payment ended because a step can never succeed ("admission", "ledger"): the
+    # alert counts it in paytide_payments_ended_unrecoverable_total under that step.
+    unrecoverable_step: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,21 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The events a merchant's endpoint may subscribe to (docs/webhooks.md).
-EVENT_TYPES = (
-    "payment.succeeded",
-    "payment.failed",
-    "payment.requires_action",
-    "payment.blocked",
-    "payment.in_review",
-    "payment.canceled",
-    "refund.succeeded",
-    "refund.failed",
-    "dispute.opened",
-    "dispute.closed",
-)
-RECEIPT_EVENTS = frozenset({"payment.succeeded", "refund.succeeded"})
-
 
 @dataclass(frozen=True, kw_only=True)
 class DeliverySettings:

@@ -28,8 +28,9 @@ with workflow.unsafe.imports_passed_through():
         DisputeNotification,
         DisputeView,
     )
+    from workflows.events import CHANNELS, Channel, EventType
 
-REMINDER = "dispute.evidence_reminder"
+REMINDER = EventType.DISPUTE_EVIDENCE_REMINDER
 
 
 @workflow.defn(name="DisputeWorkflow")
@@ -109,7 +110,7 @@ class DisputeWorkflow:
             await self._tell_merchant(view, REMINDER)
             return
         # Open far longer than networks take: operators should look (and it keeps waiting).
-        await self._tell_operators(view, "dispute.still_open")
+        await self._tell_operators(view, EventType.DISPUTE_STILL_OPEN)
 
     async def _apply(self, event: GatewayEvent) -> None:
         recorded = await workflow.execute_local_activity_method(
@@ -132,16 +133,16 @@ class DisputeWorkflow:
         if not recorded.changed:
             return  # a duplicate, or a run started by a webhook about a decided dispute
         if recorded.created:
-            kind = "dispute.created"
+            kind = EventType.DISPUTE_CREATED
         elif view.status in FINAL_DISPUTE_STATES:
-            kind = f"dispute.{view.status.value}"
+            kind = EventType(f"dispute.{view.status.value}")  # dispute.won, dispute.lost
         else:
-            kind = "dispute.updated"
+            kind = EventType.DISPUTE_UPDATED
         workflow.logger.info(
             "dispute %s is %s", view.dispute_reference, view.status.value, extra=self._extra()
         )
         await self._tell_merchant(view, kind)
-        if kind != "dispute.updated":
+        if Channel.OPERATORS in CHANNELS[kind]:
             await self._tell_operators(view, kind)
 
     def _extra(self) -> dict[str, str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         Transition,
         waiting_status,
     )
+    from workflows.events import CHANNELS, STATUS_EVENTS, Channel, EventType
 
 # Payments started after this change record `received` and `risk_check` and score the risk in one
 # local activity (admit_payment); running payments replay the three steps they recorded.
@@ -97,14 +98,11 @@ _OUTCOME_STATUS = {
     ChargeState.DECLINED: PaymentStatus.FAILED,
     ChargeState.CANCELED: PaymentStatus.CANCELED,
 }
-_EVENT_TYPE = {
-    PaymentStatus.SUCCEEDED: "payment.succeeded",
-    PaymentStatus.AUTHORIZED: "payment.authorized",
-    PaymentStatus.FAILED: "payment.failed",
-    PaymentStatus.BLOCKED: "payment.blocked",
-    PaymentStatus.CANCELED: "payment.canceled",
-    PaymentStatus.CONFLICTED: "payment.conflicted",
-}
+# A ledger activity's argument.
+_Written = TypeVar("_Written")
+# How a local activity fails for good: its own non-retryable ApplicationError as it is, or an
+# ActivityError wrapping the last failure when its retries ran out.
+LOCAL_ACTIVITY_FAILURES = (ActivityError, ApplicationError)
 
 
 @workflow.defn(name="PaymentWorkflow")
@@ -155,6 +153,8 @@ class PaymentWorkflow:
         self._charging_written = False
         # The waiting transition the charge activity wrote: (seq, status, written at).
         self._waiting_written: tuple[int, PaymentStatus, str] | None = None
+        # Why the ledger refused to admit this payment; the initiate update answers with it.
+        self._not_admitted: str | None = None
         self._created_at = workflow.now().isoformat()
         self._updated_at = self._created_at
 
@@ -192,6 +192,8 @@ class PaymentWorkflow:
     async def initiate(self, request: InitiateRequest) -> InitiateResult:
         """Answer the API once the gateway has answered the charge (or the payment ended)."""
         await workflow.wait_condition(lambda: self._initiated)
+        if self._not_admitted is not None:
+            raise self._not_admitted_error()
         return InitiateResult(payment=self._view(), started_by=self._request.request_id)
 
     @initiate.validator
@@ -331,7 +333,7 @@ class PaymentWorkflow:
             PaymentStatus.IN_REVIEW,
             reason=f"risk score {self._risk.score if self._risk else '?'} needs a review",
         )
-        await self._alert_operators("payment.in_review")
+        await self._alert_operators(EventType.PAYMENT_IN_REVIEW)
         timeout = timedelta(seconds=self._settings.review_timeout_seconds)
         self._next_deadline = (workflow.now() + timeout).isoformat()
         try:
@@ -367,11 +369,18 @@ class PaymentWorkflow:
         self._switch_reason = said  # recorded with the charging transition
         return True
 
-    async def _alert_operators(self, kind: str) -> None:
+    async def _alert_operators(
+        self, kind: EventType, *, reason: str | None = None, unrecoverable_step: str | None = None
+    ) -> None:
         try:
             await workflow.execute_activity_method(
                 NotificationActivities.alert_operators,
-                OperatorAlert(payment=self._view(), kind=kind),
+                OperatorAlert(
+                    payment=self._view(),
+                    kind=kind,
+                    reason=reason,
+                    unrecoverable_step=unrecoverable_step,
+                ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=NOTIFY_RETRY,
                 summary=f"alert operators: {kind}",
@@ -556,7 +565,7 @@ class PaymentWorkflow:
                 if waiting is PaymentStatus.REQUIRES_ACTION and workflow.patched(
                     EMIT_REQUIRES_ACTION
                 ):
-                    await self._emit_to_endpoints("payment.requires_action")
+                    await self._emit_to_endpoints(EventType.PAYMENT_REQUIRES_ACTION)
             self._initiated = True
             self._next_deadline = (workflow.now() + wait).isoformat()
             try:
@@ -610,14 +619,14 @@ class PaymentWorkflow:
 
     async def _settle(self, outcome: ChargeOutcome) -> None:
         if self._conflicts(outcome):
-            await self._finish(
-                PaymentStatus.CONFLICTED,
-                Failure(
-                    code="amount_mismatch",
-                    message=f"gateway reported {outcome.amount_minor} {outcome.currency}, "
-                    f"payment is {self._request.amount_minor} {self._request.currency}",
-                ),
+            mismatch = Failure(
+                code="amount_mismatch",
+                message=f"gateway reported {outcome.amount_minor} {outcome.currency}, "
+                f"payment is {self._request.amount_minor} {self._request.currency}",
             )
+            await self._finish(PaymentStatus.CONFLICTED, mismatch)
+            # The merchant's callback and endpoints hear of it with the final notification.
+            await self._alert_operators(EventType.PAYMENT_CONFLICTED, reason=mismatch.message)
             return
         status = _OUTCOME_STATUS.get(outcome.state)
         if status is None:
@@ -981,15 +990,18 @@ class PaymentWorkflow:
                 ),
                 charge_below=min(settings.risk_block_score, settings.risk_review_score),
             )
-        risk = await workflow.execute_local_activity_method(
-            AdmissionActivities.admit_payment,
-            admission,
-            start_to_close_timeout=timedelta(seconds=10),
-            retry_policy=LEDGER_RETRY,
-            summary="ledger: received, risk_check, charging; fraud score"
-            if self._record_with_neighbours
-            else "ledger: received, risk_check; fraud score",
-        )
+        try:
+            risk = await workflow.execute_local_activity_method(
+                AdmissionActivities.admit_payment,
+                admission,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=LEDGER_RETRY,
+                summary="ledger: received, risk_check, charging; fraud score"
+                if self._record_with_neighbours
+                else "ledger: received, risk_check; fraud score",
+            )
+        except LOCAL_ACTIVITY_FAILURES as error:
+            await self._end_not_admitted(_cause(error))
         self._pending_search_attributes = [sa.RISK_SCORE.value_set(risk.score)]
         self._risk = risk
         if admission.charges_at_once(risk.score):
@@ -1029,6 +1041,84 @@ class PaymentWorkflow:
             "payment needs attention: %s", reason, extra={"payment_id": self._request.payment_id}
         )
         await self._transition(PaymentStatus.NEEDS_ATTENTION, reason=reason)
+        await self._tell_needs_attention(reason)
+
+    async def _tell_needs_attention(
+        self, reason: str, *, unrecoverable_step: str | None = None
+    ) -> None:
+        """The operators' alert and the merchant's endpoints; neither changes the payment."""
+        await self._alert_operators(
+            EventType.PAYMENT_NEEDS_ATTENTION, reason=reason, unrecoverable_step=unrecoverable_step
+        )
+        await self._emit_to_endpoints(EventType.PAYMENT_NEEDS_ATTENTION)
+
+    # ---- A step that can never succeed ----------------------------------------------------
+
+    async def _end_not_admitted(self, cause: str) -> NoReturn:
+        """The ledger would not take the payment at all: it does not exist, and nothing was
+        charged. Tell the operators (and the API's waiting POST), then fail the workflow."""
+        self._not_admitted = cause
+        # Answered first: the API's POST gets its error without waiting for the alert.
+        self._release_waiters()
+        workflow.logger.error(
+            "payment not admitted: %s", cause, extra={"payment_id": self._request.payment_id}
+        )
+        await self._alert_operators(
+            EventType.PAYMENT_NOT_ADMITTED, reason=cause, unrecoverable_step="admission"
+        )
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        raise self._not_admitted_error()
+
+    def _not_admitted_error(self) -> ApplicationError:
+        return ApplicationError(
+            f"payment {self._request.payment_id} was not admitted, and nothing was charged: "
+            f"{self._not_admitted}",
+            type="payment_not_admitted",
+            non_retryable=True,
+        )
+
+    async def _end_ledger_failed(self, cause: str) -> NoReturn:
+        """A ledger write can never succeed (or kept failing past LEDGER_RETRY's limit): the
+        payment stops in needs_attention, alerted and counted, and the workflow fails naming
+        the write; the gateway may hold a charge that an operator must settle."""
+        reason = f"ledger write failed: {cause}"
+        workflow.logger.error(reason, extra={"payment_id": self._request.payment_id})
+        # Not written to the ledger: the ledger is what failed. The search attribute shows it.
+        self._enter(PaymentStatus.NEEDS_ATTENTION, reason=reason)
+        await self._tell_needs_attention(reason, unrecoverable_step="ledger")
+        self._release_waiters()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        raise ApplicationError(
+            f"payment {self._request.payment_id} stopped in needs_attention: {reason}",
+            type="ledger_write_failed",
+            non_retryable=True,
+        )
+
+    def _release_waiters(self) -> None:
+        """Let every waiting update answer before the workflow fails."""
+        self._initiated = True
+        self._done = True
+        self._reconcile_now = None
+        self._redrive = None
+
+    async def _record(
+        self,
+        activity: Callable[[LedgerActivities, _Written], None],
+        written: _Written,
+        *,
+        summary: str,
+    ) -> None:
+        """One ledger write of the payment's; see _end_ledger_failed when it cannot be done."""
+        try:
+            await workflow.execute_local_activity_method(
+                activity,
+                written,
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=LEDGER_RETRY,
+                summary=summary,
+            )
+        except LOCAL_ACTIVITY_FAILURES as error:
+            await self._end_ledger_failed(f"{summary}: {_cause(error)}")
 
     async def _transition(
         self,
@@ -1048,12 +1138,8 @@ class PaymentWorkflow:
             failure=failure,
             request=request,
         )
-        await workflow.execute_local_activity_method(
-            LedgerActivities.record_transition,
-            transition,
-            start_to_close_timeout=timedelta(seconds=10),
-            retry_policy=LEDGER_RETRY,
-            summary=f"ledger: {status.value}",
+        await self._record(
+            LedgerActivities.record_transition, transition, summary=f"ledger: {status.value}"
         )
 
     def _enter(
@@ -1178,7 +1264,7 @@ class PaymentWorkflow:
             if delivered:
                 return
 
-    async def _emit_to_endpoints(self, event_type: str) -> None:
+    async def _emit_to_endpoints(self, event_type: EventType) -> None:
         """Hand an event to the merchant's webhook endpoints only: the single callback never
         carried intermediate statuses. Their deliveries run detached; this waits for none."""
         try:
@@ -1215,8 +1301,8 @@ class PaymentWorkflow:
 
     async def _notify_merchant(self) -> bool:
         """Tell the merchant about the current status; False when delivery failed for good."""
-        event_type = _EVENT_TYPE.get(self._status)
-        if event_type is None:
+        event_type = STATUS_EVENTS.get(self._status)
+        if event_type is None or Channel.CALLBACK not in CHANNELS[event_type]:
             return True
         try:
             await self._tell_merchant(
@@ -1226,7 +1312,7 @@ class PaymentWorkflow:
             )
         except ActivityError as error:
             # A notification that cannot be delivered is recorded; the payment's outcome stands.
-            await workflow.execute_local_activity_method(
+            await self._record(
                 LedgerActivities.record_notification_failure,
                 NotificationFailure(
                     payment_id=self._request.payment_id,
@@ -1234,12 +1320,15 @@ class PaymentWorkflow:
                     error=str(error.cause or error),
                     attempts=NOTIFY_RETRY.maximum_attempts,
                 ),
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=LEDGER_RETRY,
                 summary="ledger: notification failed",
             )
             return False
         return True
+
+
+def _cause(error: ActivityError | ApplicationError) -> str:
+    """What made an activity fail for good, in its own words."""
+    return str(error.cause or error)
 
 
 def _snake(name: str) -> str:

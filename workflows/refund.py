@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         RefundRequest,
         RefundState,
     )
+    from workflows.events import EventType
     from workflows.refund_contract import (
         RefundInitiate,
         RefundInitiateResult,
@@ -49,7 +50,10 @@ with workflow.unsafe.imports_passed_through():
 # After the longest wait, an unsettled refund is still followed, this often.
 LATE_RECONCILE_EVERY = timedelta(hours=1)
 FINAL = frozenset({RefundState.SUCCEEDED, RefundState.FAILED})
-_EVENT_TYPE = {RefundState.SUCCEEDED: "refund.succeeded", RefundState.FAILED: "refund.failed"}
+_EVENT_TYPE = {
+    RefundState.SUCCEEDED: EventType.REFUND_SUCCEEDED,
+    RefundState.FAILED: EventType.REFUND_FAILED,
+}
 
 
 @workflow.defn(name="RefundWorkflow")
