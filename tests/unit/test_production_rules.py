@@ -285,3 +285,13 @@ def test_a_public_value_padded_or_in_another_secret_is_refused(
     public as the default itself: production refuses it, naming the variable."""
     message = refusal(monkeypatch, **changes)
     assert any(line.startswith(f"  {variable}: ") for line in message.splitlines()), message
+
+
+@pytest.mark.parametrize("spelling", ["PRODUCTION", "Production", "prod"])
+def test_a_misspelt_environment_stops_start_up_instead_of_meaning_development(
+    monkeypatch: pytest.MonkeyPatch, spelling: str
+) -> None:
+    """PAYTIDE_ENVIRONMENT other than exactly `development` or `production` is refused, naming
+    it: a production config with a case slip never runs with the development defaults."""
+    message = refusal(monkeypatch, environment=spelling)
+    assert "PAYTIDE_ENVIRONMENT: Input should be 'development' or 'production'" in message
