@@ -11,7 +11,13 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
-from paytide.private_files import private_directory, private_file, tighten_if_present
+from paytide.private_files import (
+    SharedFolder,
+    private_directory,
+    private_file,
+    shared_folder_problem,
+    tighten_if_present,
+)
 
 SessionFactory: TypeAlias = Callable[[], Session]
 
@@ -28,9 +34,12 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
 
 def _private_database_file(database: Path) -> None:
     """The ledger file exists 0600 before SQLite opens it: SQLite creates its -wal, -shm and
-    -journal files with the database file's mode. A folder it needs is created 0700."""
+    -journal files with the database file's mode. A folder it needs is created 0700; one that
+    other users may write to (where they could plant its -wal, or a link) is refused."""
     if not database.parent.exists():
         private_directory(database.parent)
+    elif (problem := shared_folder_problem(database.parent)) is not None:
+        raise SharedFolder(f"{problem}: set PAYTIDE_DATABASE_URL to a file in a folder of your own")
     private_file(database)
     tighten_if_present(*(database.with_name(database.name + end) for end in _SIDE_FILES))
 

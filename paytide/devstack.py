@@ -28,6 +28,7 @@ from paytide.api_keys import KeyMode, Role
 from paytide.binaries import temporal_cli
 from paytide.private_files import (
     PRIVATE_UMASK,
+    SharedFolder,
     open_private_append,
     private_directory,
     tighten_if_present,
@@ -162,8 +163,14 @@ def temporal_command(settings: Settings) -> list[str]:
 
 
 def prepare_state_dir(settings: Settings) -> None:
-    """The state folder, 0700; Temporal's files an older paytide left readable are tightened."""
-    private_directory(settings.state_dir)
+    """The state folder, 0700; Temporal's files an older paytide left readable are tightened.
+    A folder shared with other users (/tmp, or a link to it) is refused, not tightened."""
+    try:
+        private_directory(settings.state_dir)
+    except SharedFolder as error:
+        raise StackError(
+            f"{error}: set PAYTIDE_STATE_DIR to one (the default is .paytide)"
+        ) from None
     tighten_if_present(*(settings.state_dir / name for name in TEMPORAL_DB_FILES))
 
 

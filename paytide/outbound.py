@@ -16,10 +16,12 @@ do not go through it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeAlias
@@ -31,6 +33,12 @@ Resolver: TypeAlias = Callable[[str, int], Awaitable[Sequence[str]]]
 
 # A DNS answer slower than this counts as no answer.
 RESOLVE_TIMEOUT_SECONDS = 5.0
+# getaddrinfo blocks its thread and cannot be cancelled: for a name whose DNS never answers (a
+# merchant controls its endpoint's DNS) the thread stays busy long after the timeout above. The
+# lookups get threads of their own, so such names can delay only other lookups (which then time
+# out as unresolvable), never the ledger writes that share the event loop's default executor.
+LOOKUP_THREADS = 8
+_LOOKUPS = ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="paytide-dns")
 
 _METADATA = {
     ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, OpenStack, ...
@@ -156,8 +164,9 @@ def address_refusal(address: IPAddress) -> Refusal | None:
 
 
 async def system_resolver(host: str, port: int) -> Sequence[str]:
-    """Every address the system resolver gives for ``host`` (getaddrinfo, on a thread)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    """Every address the system resolver gives for ``host`` (getaddrinfo, on a lookup thread)."""
+    lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    infos = await asyncio.get_running_loop().run_in_executor(_LOOKUPS, lookup)
     return [str(info[4][0]) for info in infos]
 
 

@@ -7,6 +7,7 @@ readable by everyone.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import IO
 
@@ -16,13 +17,32 @@ FILE_MODE = 0o600
 PRIVATE_UMASK = 0o077
 
 
+class SharedFolder(Exception):
+    """A folder other users may write to (world-writable or sticky, like /tmp): they could read,
+    replace or link paytide's files there, and tightening it would take it from them."""
+
+
+def shared_folder_problem(path: Path) -> str | None:
+    """Why ``path`` (followed through links) cannot hold private files, or None when it can."""
+    mode = path.stat().st_mode
+    if mode & (stat.S_IWOTH | stat.S_ISVTX):
+        return (
+            f"{path} is a folder other users may write to (mode {stat.S_IMODE(mode):o}); "
+            "paytide keeps its state in a folder of its own"
+        )
+    return None
+
+
 def _tighten(path: Path, mode: int) -> None:
     if path.stat().st_mode & 0o777 != mode:
         path.chmod(mode)
 
 
 def private_directory(path: Path) -> Path:
-    """Create ``path`` (and missing parents) as 0700; an existing one is tightened to 0700."""
+    """Create ``path`` (and missing parents) as 0700; an existing one is tightened to 0700,
+    unless other users may write to it (SharedFolder): that one is left as it is."""
+    if path.exists() and (problem := shared_folder_problem(path)) is not None:
+        raise SharedFolder(problem)
     missing = [parent for parent in (path, *path.parents) if not parent.exists()]
     for folder in reversed(missing):
         folder.mkdir(mode=DIRECTORY_MODE, exist_ok=True)

@@ -29,6 +29,16 @@ DEV_SEARCH_HASH_KEY = "paytide-dev-search-hash-key"
 # clone encrypts exactly as production does.
 DEV_PAYLOAD_KEYS = "dev:cGF5dGlkZSBkZXYga2V5OiBuZXZlciBmb3IgbW9uZXk="
 DEV_RECEIPT_FROM = "receipts@paytide.localhost"
+# Every public value above that could pass for a secret, and the dev payload key on its own.
+PUBLIC_SECRETS = frozenset(
+    {
+        DEV_SANDBOX_WEBHOOK_SECRET,
+        DEV_SANDBOX_API_KEY,
+        DEV_SEARCH_HASH_KEY,
+        DEV_PAYLOAD_KEYS,
+        DEV_PAYLOAD_KEYS.partition(":")[2],
+    }
+)
 
 GENERATE = "generate one with `openssl rand -base64 32`"
 
@@ -59,6 +69,12 @@ def _secret(value: SecretStr | None) -> str:
     return value.get_secret_value() if value is not None else ""
 
 
+def _public(value: str) -> bool:
+    """A development value, with or without whitespace around it (a secret read from a file
+    keeps its newline, and the key is then the public value plus a guessable character)."""
+    return value.strip() in PUBLIC_SECRETS
+
+
 def payload_keys(settings: Settings) -> Iterator[Problem]:
     if settings.payload_keys is None:
         yield Problem(
@@ -76,7 +92,7 @@ def payload_keys(settings: Settings) -> Iterator[Problem]:
 
 
 def search_hash_key(settings: Settings) -> Iterator[Problem]:
-    if settings.search_hash_key.get_secret_value() == DEV_SEARCH_HASH_KEY:
+    if _public(settings.search_hash_key.get_secret_value()):
         yield Problem(
             "PAYTIDE_SEARCH_HASH_KEY",
             f"still the public development value, which lets anyone link customer ids to "
@@ -97,20 +113,18 @@ def codec_token(settings: Settings) -> Iterator[Problem]:
 def sandbox_secrets(settings: Settings) -> Iterator[Problem]:
     if not settings.sandbox_on:
         return
-    public = {DEV_SANDBOX_API_KEY, DEV_SANDBOX_WEBHOOK_SECRET}
     fix = (
         "the sandbox is enabled here, so set a secret of your own, the same for the API, the "
         f"worker and the sandbox ({GENERATE}), or unset PAYTIDE_SANDBOX_ENABLED"
     )
-    if settings.sandbox_api_key.get_secret_value() in public:
+    if _public(settings.sandbox_api_key.get_secret_value()):
         yield Problem("PAYTIDE_SANDBOX_API_KEY", f"still the public development value; {fix}")
-    if settings.sandbox_webhook_secret.get_secret_value() in public:
+    if _public(settings.sandbox_webhook_secret.get_secret_value()):
         yield Problem(
             "PAYTIDE_SANDBOX_WEBHOOK_SECRET",
             f"still the public development value, with which anyone can sign sandbox events; {fix}",
         )
-    previous = settings.sandbox_webhook_secret_list[1:]
-    if public.intersection(previous):
+    if any(_public(previous) for previous in settings.sandbox_webhook_secret_list[1:]):
         yield Problem(
             "PAYTIDE_SANDBOX_WEBHOOK_PREVIOUS_SECRETS",
             "lists a public development value, which still verifies sandbox events; remove it",
@@ -163,6 +177,33 @@ def empty_secrets(settings: Settings) -> Iterator[Problem]:
             yield Problem(f"PAYTIDE_{name.upper()}", f"set but empty; unset it or {GENERATE}")
 
 
+# Secrets whose development value a rule above judges (the sandbox's only where it is on).
+_JUDGED_ABOVE = frozenset(
+    {
+        "payload_keys",
+        "search_hash_key",
+        "sandbox_api_key",
+        "sandbox_webhook_secret",
+        "sandbox_webhook_previous_secrets",
+    }
+)
+
+
+def public_secrets(settings: Settings) -> Iterator[Problem]:
+    """A development value pasted into any other secret (a gateway's webhook secret, the codec
+    token, a callback secret): anyone who read this file can sign or authenticate with it."""
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if name in _JUDGED_ABOVE or not isinstance(value, SecretStr):
+            continue
+        if any(_public(part) for part in _secret(value).split(",")):
+            yield Problem(
+                f"PAYTIDE_{name.upper()}",
+                f"holds a public development value of paytide; set a secret of your own "
+                f"({GENERATE})",
+            )
+
+
 def mail(settings: Settings) -> Iterator[Problem]:
     if settings.smtp_host and settings.receipt_from == DEV_RECEIPT_FROM:
         yield Problem(
@@ -194,6 +235,7 @@ PRODUCTION_RULES: list[Rule] = [
     gateway_webhook_secrets,
     routing,
     empty_secrets,
+    public_secrets,
     mail,
     webhook_targets,
 ]

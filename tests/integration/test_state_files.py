@@ -18,7 +18,8 @@ from sqlalchemy import text
 
 from ledger.engine import create_ledger_engine
 from ledger.migrate import upgrade
-from paytide.devstack import Stack, prepare_state_dir
+from paytide.devstack import Stack, StackError, prepare_state_dir
+from paytide.private_files import SharedFolder
 from paytide.settings import Settings
 from paytide.smtp_sink import SmtpSink
 from tests.support.ports import free_port
@@ -124,3 +125,38 @@ async def test_smtp_sink_mail_is_private(tmp_path: Path) -> None:
     (received,) = sink.messages()
     assert mode(folder) == 0o700
     assert mode(received) == 0o600
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Path:
+    """A folder every user may write to, like /tmp (mode 1777)."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o1777)
+    return folder
+
+
+@pytest.mark.parametrize("through_symlink", [False, True], ids=["folder", "symlink"])
+def test_a_shared_folder_is_refused_as_state_dir_and_left_as_it_was(
+    tmp_path: Path, shared: Path, through_symlink: bool
+) -> None:
+    """PAYTIDE_STATE_DIR naming a folder shared with other users (or a link to one) stops
+    `paytide dev` with a message naming the variable; the folder keeps its mode (1777), never
+    chmod'ed 0700 under everyone else who uses it."""
+    state = shared
+    if through_symlink:
+        state = tmp_path / "state"
+        state.symlink_to(shared)
+    with pytest.raises(StackError, match="PAYTIDE_STATE_DIR"):
+        prepare_state_dir(Settings(state_dir=state))
+    assert mode(shared) == 0o1777
+    assert list(shared.iterdir()) == []
+
+
+def test_a_ledger_in_a_shared_folder_is_refused(shared: Path) -> None:
+    """A SQLite ledger in a folder others may write to (where they could plant its -wal or a
+    link) is refused before a file is created."""
+    with pytest.raises(SharedFolder, match="PAYTIDE_DATABASE_URL"):
+        create_ledger_engine(f"sqlite:///{shared / 'ledger.db'}")
+    assert list(shared.iterdir()) == []
+    assert mode(shared) == 0o1777

@@ -14,6 +14,10 @@ from typing import Any
 import httpx
 import pytest
 from sqlmodel import select
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
+from starlette.routing import Route
 from temporalio.testing import WorkflowEnvironment
 
 from activities.notify import event_id
@@ -255,3 +259,27 @@ async def test_https_to_a_checked_address_verifies_the_certificate_for_the_name(
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             await post_to_checked_address(client, impostor, b"{}", {})
         assert len(recorder.received) == 1
+
+
+async def test_a_redirect_from_a_checked_target_is_never_followed() -> None:
+    """An endpoint answering 307 to another address (one the check never saw) gets its 307
+    taken as the answer, even from a client that follows redirects: the other address sees
+    nothing."""
+    internal = WebhookRecorder()
+
+    async def bounce(request: Request) -> RedirectResponse:
+        return RedirectResponse(f"{request.app.state.internal}/webhooks", status_code=307)
+
+    bouncer = Starlette(routes=[Route("/hook", bounce, methods=["POST"])])
+    async with (
+        serve(internal.app) as internal_url,
+        serve(bouncer) as url,
+        httpx.AsyncClient(follow_redirects=True, timeout=10) as client,
+    ):
+        bouncer.state.internal = internal_url
+        policy = TargetPolicy(allow_http=True, allow_loopback=True)
+        target = await check_url(f"{url}/hook", policy, system_resolver)
+        answer = await post_to_checked_address(client, target, b"{}", {})
+    assert answer.status_code == 307
+    assert answer.headers["location"] == f"{internal_url}/webhooks"
+    assert internal.received == []

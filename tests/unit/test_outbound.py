@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import socket
+import threading
 from collections.abc import Sequence
 
 import pytest
@@ -186,6 +188,34 @@ async def test_a_hanging_resolver_counts_as_unresolvable(monkeypatch: pytest.Mon
     with pytest.raises(TargetRefused) as refused:
         await check_url("https://slow.shop.example/hook", ANY, hanging)
     assert refused.value.refusal is Refusal.UNRESOLVABLE
+
+
+async def test_lookups_that_never_return_leave_the_default_executor_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """getaddrinfo for names whose DNS never answers (a merchant's own) holds a thread past the
+    timeout; those threads are not the event loop's default executor, which the ledger writes of
+    the API and worker use, so those still run."""
+    unanswered = threading.Event()
+
+    def never_answers(*_args: object, **_kwargs: object) -> list[object]:
+        unanswered.wait(30)
+        raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "getaddrinfo", never_answers)
+    monkeypatch.setattr(outbound, "RESOLVE_TIMEOUT_SECONDS", 0.2)
+    # More hung lookups than the default executor has threads (min(32, CPUs + 4)).
+    names = [f"hook{n}.slow.shop.example" for n in range(min(32, (os.cpu_count() or 1) + 4) + 2)]
+    try:
+        results = await asyncio.gather(
+            *(check_url(f"https://{name}/hook", ANY) for name in names), return_exceptions=True
+        )
+        assert all(
+            isinstance(r, TargetRefused) and r.refusal is Refusal.UNRESOLVABLE for r in results
+        )
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "written"), 2) == "written"
+    finally:
+        unanswered.set()
 
 
 def test_production_refuses_the_loopback_setting() -> None:

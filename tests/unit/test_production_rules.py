@@ -228,3 +228,70 @@ def test_rules_are_one_list() -> None:
     """Every rule is in PRODUCTION_RULES, so a new one is a function appended there."""
     assert len(PRODUCTION_RULES) == len(set(PRODUCTION_RULES)) >= 8
     assert production_fields()["environment"] == "production"
+
+
+@pytest.mark.parametrize(
+    ("changes", "variable"),
+    [
+        # A trailing newline (a secret read from a file) or spaces keep the key guessable.
+        (
+            {
+                "sandbox_enabled": True,
+                "sandbox_api_key": FRESH,
+                "sandbox_webhook_secret": DEV_SANDBOX_WEBHOOK_SECRET + "\n",
+            },
+            "PAYTIDE_SANDBOX_WEBHOOK_SECRET",
+        ),
+        (
+            {
+                "sandbox_enabled": True,
+                "sandbox_api_key": f" {DEV_SANDBOX_API_KEY} ",
+                "sandbox_webhook_secret": FRESH,
+            },
+            "PAYTIDE_SANDBOX_API_KEY",
+        ),
+        ({"search_hash_key": DEV_SEARCH_HASH_KEY + "\n"}, "PAYTIDE_SEARCH_HASH_KEY"),
+        # A development value pasted into a variable that has no development default.
+        (
+            {"stripe_webhook_secrets": f"whsec_production_tests,{DEV_SANDBOX_WEBHOOK_SECRET}"},
+            "PAYTIDE_STRIPE_WEBHOOK_SECRETS",
+        ),
+        ({"codec_auth_token": DEV_SANDBOX_API_KEY}, "PAYTIDE_CODEC_AUTH_TOKEN"),
+        ({"search_hash_key": DEV_SANDBOX_WEBHOOK_SECRET}, "PAYTIDE_SEARCH_HASH_KEY"),
+        (
+            {
+                "merchant_callback_url": "https://m.example.com/hook",
+                "merchant_callback_secret": DEV_SANDBOX_WEBHOOK_SECRET,
+            },
+            "PAYTIDE_MERCHANT_CALLBACK_SECRET",
+        ),
+        ({"codec_auth_token": DEV_PAYLOAD_KEYS.partition(":")[2]}, "PAYTIDE_CODEC_AUTH_TOKEN"),
+    ],
+    ids=[
+        "sandbox-secret-newline",
+        "sandbox-key-spaces",
+        "search-key-newline",
+        "stripe-secret-is-sandbox-secret",
+        "codec-token-is-sandbox-key",
+        "search-key-is-sandbox-secret",
+        "callback-secret-is-sandbox-secret",
+        "codec-token-is-payload-key",
+    ],
+)
+def test_a_public_value_padded_or_in_another_secret_is_refused(
+    monkeypatch: pytest.MonkeyPatch, changes: dict[str, Any], variable: str
+) -> None:
+    """A development value with whitespace around it, or in any other secret variable, is as
+    public as the default itself: production refuses it, naming the variable."""
+    message = refusal(monkeypatch, **changes)
+    assert any(line.startswith(f"  {variable}: ") for line in message.splitlines()), message
+
+
+@pytest.mark.parametrize("spelling", ["PRODUCTION", "Production", "prod"])
+def test_a_misspelt_environment_stops_start_up_instead_of_meaning_development(
+    monkeypatch: pytest.MonkeyPatch, spelling: str
+) -> None:
+    """PAYTIDE_ENVIRONMENT other than exactly `development` or `production` is refused, naming
+    it: a production config with a case slip never runs with the development defaults."""
+    message = refusal(monkeypatch, environment=spelling)
+    assert "PAYTIDE_ENVIRONMENT: Input should be 'development' or 'production'" in message
