@@ -1,7 +1,8 @@
 """Who is calling: every request outside a short public list must carry a merchant's API key.
 
 ``ApiKeyAuth`` (ASGI middleware) checks ``Authorization: Bearer <key>`` before any route runs,
-applies the key's rate limit, and leaves the caller in the request scope; ``merchant_of`` is the
+refuses a client address that failed too often (api/auth_failures.py) before its key is looked
+up, applies the key's rate limit, and leaves the caller in the request scope; ``merchant_of`` is the
 one place routes learn whose payments they may touch. Deny by default: a new route needs a key
 unless it is added to the public list below on purpose.
 """
@@ -15,8 +16,10 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.auth_failures import AuthFailures
 from api.errors import ApiError, error_response, on_database_error
 from api.rate_limit import retry_after_header
 from api.state import ApiState
@@ -95,9 +98,17 @@ class ApiKeyAuth:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
+        failures = state_of(request).auth_failures
+        host = request.client.host if request.client else None
+        wait = failures.wait_for(host)
+        if wait > 0:
+            await _too_many_failures(failures, wait)(scope, receive, send)
+            return
         try:
             caller = await authenticate(request)
         except ApiError as refused:
+            if refused.status == 401 and failures.failed(host):
+                log.warning("auth_failures_limited", client=host, limit=failures.limit)
             response = error_response(
                 refused.status, refused.code, refused.message, headers=refused.headers
             )
@@ -113,6 +124,16 @@ class ApiKeyAuth:
             merchant_id=caller.merchant_id, key_prefix=caller.key_prefix
         )
         await self.app(scope, receive, send)
+
+
+def _too_many_failures(failures: AuthFailures, wait: float) -> Response:
+    return error_response(
+        429,
+        "too_many_auth_failures",
+        f"too many failed authentications from this address (at most {failures.limit} per "
+        f"{failures.window:g} seconds); fix the API key, then retry after the Retry-After delay",
+        headers={"Retry-After": retry_after_header(wait)},
+    )
 
 
 async def authenticate(request: Request) -> Caller:

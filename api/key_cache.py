@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from typing import Final
 
+from api.lru import Lru
 from ledger.merchants import KeyRecord
 
 # Bounds on entries; past one, its least recently used entry goes. Known keys: one per key the
 # merchants use. Unknown ids: enough to absorb a scan's repeats, small because they are cheap.
 MAX_KNOWN = 10_000
 MAX_UNKNOWN = 1_000
-
-V = TypeVar("V")
 
 
 class _Missing:
@@ -45,11 +43,10 @@ class KeyCache:
         max_unknown: int = MAX_UNKNOWN,
     ) -> None:
         self.ttl = ttl
-        self.max_known = max_known
-        self.max_unknown = max_unknown
         self._clock = clock
-        self._known: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
-        self._unknown: OrderedDict[str, float] = OrderedDict()
+        self._known: Lru[str, tuple[float, KeyRecord]] = Lru(max_known)
+        # Key id -> when the ledger said it does not exist.
+        self._unknown: Lru[str, float] = Lru(max_unknown)
         self._loading: dict[str, asyncio.Future[KeyRecord | None]] = {}
 
     async def lookup(
@@ -87,36 +84,25 @@ class KeyCache:
         known = self._known.get(key_id)
         if known is not None:
             stored, record = known
-            if now - stored >= self.ttl:
-                del self._known[key_id]
-                return MISSING
-            self._known.move_to_end(key_id)
-            return record
+            if now - stored < self.ttl:
+                return record
+            self._known.pop(key_id)
+            return MISSING
         unknown_since = self._unknown.get(key_id)
         if unknown_since is None:
             return MISSING
-        if now - unknown_since >= self.ttl:
-            del self._unknown[key_id]
-            return MISSING
-        self._unknown.move_to_end(key_id)
-        return None
+        if now - unknown_since < self.ttl:
+            return None
+        self._unknown.pop(key_id)
+        return MISSING
 
     def put(self, key_id: str, record: KeyRecord | None) -> None:
         if self.ttl <= 0:
             return
         now = self._clock()
         if record is None:
-            self._known.pop(key_id, None)
-            _put(self._unknown, key_id, now, self.max_unknown)
+            self._known.pop(key_id)
+            self._unknown.put(key_id, now)
         else:
-            self._unknown.pop(key_id, None)
-            _put(self._known, key_id, (now, record), self.max_known)
-
-
-def _put(entries: OrderedDict[str, V], key: str, value: V, bound: int) -> None:
-    """Store ``value`` as the most recently used entry, evicting the least recently used ones
-    beyond ``bound``."""
-    entries[key] = value
-    entries.move_to_end(key)
-    while len(entries) > bound:
-        entries.popitem(last=False)
+            self._unknown.pop(key_id)
+            self._known.put(key_id, (now, record))

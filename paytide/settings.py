@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     # Per-key token bucket: `rate_limit_per_second` sustained, `rate_limit_burst` at once.
     rate_limit_per_second: Annotated[float, Field(gt=0)] = 100.0
     rate_limit_burst: Annotated[int, Field(ge=1)] = 200
+    # Failed authentication per client address (api/auth_failures.py): `auth_failure_limit`
+    # failures at once, coming back at that many per `auth_failure_window` seconds; past them the
+    # address gets 429 too_many_auth_failures. 0 turns the limit off (a proxy in front does it).
+    auth_failure_limit: Annotated[int, Field(ge=0)] = 20
+    auth_failure_window: PositiveSeconds = 60.0
 
     # Payment workflow
     webhook_timeout: PositiveSeconds = 60.0
