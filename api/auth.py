@@ -37,6 +37,9 @@ log = get_logger("paytide.api.auth")
 # key and sends it to /dashboard/data): nothing here reads or changes a merchant's payments.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/dashboard"})
 PUBLIC_PREFIXES = ("/webhooks/", "/codec/")
+# Public paths that say more to a caller with a valid key (``optional_caller``). A key sent there
+# is checked like anywhere else: a wrong one is 401 and counts as a failed authentication.
+OPTIONAL_KEY_PATHS = frozenset({"/readyz"})
 _CALLER = "paytide.caller"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="paytide"'}
 
@@ -74,6 +77,12 @@ def caller_of(request: Request) -> Caller:
     return caller
 
 
+def optional_caller(request: Request) -> Caller | None:
+    """The caller on a path of OPTIONAL_KEY_PATHS: None when no key was sent."""
+    caller = request.scope.get(_CALLER)
+    return caller if isinstance(caller, Caller) else None
+
+
 def require_operator(request: Request) -> Caller:
     caller = caller_of(request)
     if caller.role is not Role.OPERATOR:
@@ -89,12 +98,21 @@ def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
+def _anonymous(scope: Scope) -> bool:
+    """Whether the request goes on without a key check: a public path, and no key (an absent
+    or empty Authorization header) sent to a path that would use one."""
+    path = scope["path"]
+    if not is_public(path):
+        return False
+    return path not in OPTIONAL_KEY_PATHS or not Request(scope).headers.get("authorization")
+
+
 class ApiKeyAuth:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or is_public(scope["path"]):
+        if scope["type"] != "http" or _anonymous(scope):
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)

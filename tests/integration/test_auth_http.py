@@ -145,10 +145,55 @@ async def test_rotated_key_works_during_the_overlap_then_is_401_api_key_expired(
 async def test_public_endpoints_need_no_key(stack: Stack) -> None:
     """Probes answer without a key; a webhook is judged by its gateway signature, not a key."""
     assert (await as_key(stack, None, "GET", "/healthz")).status_code == 200
-    assert (await as_key(stack, None, "GET", "/readyz")).status_code == 200
+    assert (await as_key(stack, None, "GET", "/readyz")).json().keys() == {"ready"}
     async with httpx.AsyncClient(base_url=stack.settings.effective_api_url) as client:
         unsigned = await client.post("/webhooks/sandbox", content=b"{}")
     assert code_of(unsigned, 400) == "missing_signature"
+
+
+async def until_ready(stack: Stack, within: float = 15) -> None:
+    """Wait for /readyz to answer 200 (the worker's first poll may not be seen yet)."""
+    async with asyncio.timeout(within):
+        while (await stack.operator.get("/readyz")).status_code != 200:
+            await asyncio.sleep(0.2)
+
+
+async def test_readyz_tells_anonymous_callers_and_merchants_only_its_status(stack: Stack) -> None:
+    """Without a key, or with a merchant's key, /readyz is {"ready": true} alone: no Temporal
+    address, sandbox URL, task queue, poller or gateway name."""
+    await until_ready(stack)
+    temporal_host, _, temporal_port = stack.settings.temporal_address.rpartition(":")
+    sandbox_port = stack.settings.effective_sandbox_url.rpartition(":")[2]
+    for api_key in (None, stack.api_key):
+        answer = await as_key(stack, api_key, "GET", "/readyz")
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"ready": True}
+        for secret in (
+            temporal_port,
+            sandbox_port,
+            stack.settings.temporal_task_queue,
+            "poller",
+            "sandbox",
+            "stripe",
+            "adyen",
+        ):
+            assert secret not in answer.text, secret
+        assert temporal_host not in answer.text
+
+
+async def test_readyz_details_need_an_operator_key_and_a_wrong_key_is_401(stack: Stack) -> None:
+    """An operator's key gets each part's detail and the gateways; a wrong key sent to /readyz
+    is refused like anywhere else."""
+    await until_ready(stack)
+    answer = await stack.operator.get("/readyz")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["ready"] is True
+    assert stack.settings.temporal_address in body["parts"]["temporal"]["detail"]
+    assert body["parts"]["gateway_sandbox"]["detail"].endswith(stack.settings.effective_sandbox_url)
+    assert body["gateways"]["sandbox"] == "available"
+    wrong = await as_key(stack, _junk_key(1), "GET", "/readyz")
+    assert code_of(wrong, 401) == "invalid_api_key"
 
 
 # ---- isolation ----------------------------------------------------------------------------
