@@ -29,8 +29,9 @@ BAD = ["\x00", "\x1b", "\n", "\x7f", "\x85", "\u2028", "\ud800"]
 
 
 @pytest.fixture
-async def stack(dev_env: WorkflowEnvironment, database_url: str) -> AsyncIterator[Stack]:
-    async with running_stack(dev_env.client, database_url) as running:
+async def stack(dev_env: WorkflowEnvironment, empty_database_url: str) -> AsyncIterator[Stack]:
+    """A ledger of its own (SQLite and PostgreSQL), so "nothing was written" is an exact count."""
+    async with running_stack(dev_env.client, empty_database_url) as running:
         yield running
 
 
