@@ -15,6 +15,7 @@ from starlette.routing import Route
 from temporalio.client import Client
 
 from api.auth import ApiKeyAuth
+from api.auth_failures import AuthFailures
 from api.codec import decode_payloads, encode_payloads
 from api.dashboard import dashboard_data, dashboard_page
 from api.errors import (
@@ -118,6 +119,9 @@ def create_app(
                 verifiers=build_verifiers(settings),
                 keys=KeyCache(settings.api_key_cache_seconds),
                 limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+                auth_failures=AuthFailures(
+                    settings.auth_failure_limit, settings.auth_failure_window
+                ),
                 metrics=metrics,
                 resolver=resolver,
             )

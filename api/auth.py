@@ -1,7 +1,8 @@
 """Who is calling: every request outside a short public list must carry a merchant's API key.
 
 ``ApiKeyAuth`` (ASGI middleware) checks ``Authorization: Bearer <key>`` before any route runs,
-applies the key's rate limit, and leaves the caller in the request scope; ``merchant_of`` is the
+refuses a client address that failed too often (api/auth_failures.py) before its key is looked
+up, applies the key's rate limit, and leaves the caller in the request scope; ``merchant_of`` is the
 one place routes learn whose payments they may touch. Deny by default: a new route needs a key
 unless it is added to the public list below on purpose.
 """
@@ -15,8 +16,10 @@ import structlog
 from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.auth_failures import AuthFailures
 from api.errors import ApiError, error_response, on_database_error
 from api.rate_limit import retry_after_header
 from api.state import ApiState
@@ -34,6 +37,9 @@ log = get_logger("paytide.api.auth")
 # key and sends it to /dashboard/data): nothing here reads or changes a merchant's payments.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/dashboard"})
 PUBLIC_PREFIXES = ("/webhooks/", "/codec/")
+# Public paths that say more to a caller with a valid key (``optional_caller``). A key sent there
+# is checked like anywhere else: a wrong one is 401 and counts as a failed authentication.
+OPTIONAL_KEY_PATHS = frozenset({"/readyz"})
 _CALLER = "paytide.caller"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="paytide"'}
 
@@ -71,6 +77,12 @@ def caller_of(request: Request) -> Caller:
     return caller
 
 
+def optional_caller(request: Request) -> Caller | None:
+    """The caller on a path of OPTIONAL_KEY_PATHS: None when no key was sent."""
+    caller = request.scope.get(_CALLER)
+    return caller if isinstance(caller, Caller) else None
+
+
 def require_operator(request: Request) -> Caller:
     caller = caller_of(request)
     if caller.role is not Role.OPERATOR:
@@ -86,18 +98,35 @@ def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
+def _anonymous(scope: Scope) -> bool:
+    """Whether the request goes on without a key check: a public path, and no key (an absent
+    or empty Authorization header) sent to a path that would use one."""
+    path = scope["path"]
+    if not is_public(path):
+        return False
+    return path not in OPTIONAL_KEY_PATHS or not Request(scope).headers.get("authorization")
+
+
 class ApiKeyAuth:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or is_public(scope["path"]):
+        if scope["type"] != "http" or _anonymous(scope):
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
+        failures = state_of(request).auth_failures
+        host = request.client.host if request.client else None
+        wait = failures.wait_for(host)
+        if wait > 0:
+            await _too_many_failures(failures, wait)(scope, receive, send)
+            return
         try:
             caller = await authenticate(request)
         except ApiError as refused:
+            if refused.status == 401 and failures.failed(host):
+                log.warning("auth_failures_limited", client=host, limit=failures.limit)
             response = error_response(
                 refused.status, refused.code, refused.message, headers=refused.headers
             )
@@ -113,6 +142,16 @@ class ApiKeyAuth:
             merchant_id=caller.merchant_id, key_prefix=caller.key_prefix
         )
         await self.app(scope, receive, send)
+
+
+def _too_many_failures(failures: AuthFailures, wait: float) -> Response:
+    return error_response(
+        429,
+        "too_many_auth_failures",
+        f"too many failed authentications from this address (at most {failures.limit} per "
+        f"{failures.window:g} seconds); fix the API key, then retry after the Retry-After delay",
+        headers={"Retry-After": retry_after_header(wait)},
+    )
 
 
 async def authenticate(request: Request) -> Caller:

@@ -1,4 +1,10 @@
-"""``/healthz`` (the process is alive) and ``/readyz`` (each part paytide needs is usable)."""
+"""``/healthz`` (the process is alive) and ``/readyz`` (each part paytide needs is usable).
+
+``/readyz`` answers anyone with its status alone (``{"ready": ...}``, 200 or 503): probes need no
+more. Its details name internal addresses (Temporal, the sandbox, task queues, configured
+gateways), so only a caller with an operator key gets them; a merchant key gets the status alone,
+as an anonymous probe does.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +20,10 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, GetSystemInfoRequest
 
-from api.auth import state_of
+from api.auth import optional_caller, state_of
 from api.state import ApiState
 from gateways.registry import available_gateways, routed, usable
+from paytide.api_keys import Role
 from workflows.contract import GatewayName
 
 CHECK_TIMEOUT = 3.0
@@ -86,11 +93,13 @@ async def readyz(request: Request) -> Response:
     results = await asyncio.gather(*(_run(check, state) for check in checks.values()))
     parts = dict(zip(checks, results, strict=True))
     ready = all(part["ready"] for part in parts.values())
+    status = 200 if ready else 503
+    caller = optional_caller(request)
+    if caller is None or caller.role is not Role.OPERATOR:
+        return JSONResponse({"ready": ready}, status_code=status)
     # A gateway without credentials is not a failure, only unavailable to routing.
     gateways = {
         name.value: "available" if not why_not else f"not available: {why_not}"
         for name, why_not in available_gateways(state.settings).items()
     }
-    return JSONResponse(
-        {"ready": ready, "parts": parts, "gateways": gateways}, status_code=200 if ready else 503
-    )
+    return JSONResponse({"ready": ready, "parts": parts, "gateways": gateways}, status_code=status)

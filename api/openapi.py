@@ -158,8 +158,12 @@ class ReadyPart(BaseModel):
 
 class Readiness(BaseModel):
     ready: bool
-    parts: dict[str, ReadyPart]
-    gateways: dict[str, str]
+    parts: dict[str, ReadyPart] | None = Field(
+        default=None, description="each check and its detail; only for an operator key"
+    )
+    gateways: dict[str, str] | None = Field(
+        default=None, description="availability of each gateway; only for an operator key"
+    )
 
 
 class WebhookReceipt(BaseModel):
@@ -394,9 +398,10 @@ OPERATIONS: list[Operation] = [
     Operation(
         method="get",
         path="/readyz",
-        summary="Each part paytide needs is usable (503 when one is not)",
+        summary="Each part paytide needs is usable (503 when one is not); the details of each "
+        "part only with an operator key, which is optional here",
         ok={200: ("ready", Readiness), 503: ("not ready", Readiness)},
-        errors=(),
+        errors=(401, 429),
         tag="health",
         public=True,
     ),

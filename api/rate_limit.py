@@ -26,10 +26,16 @@ class TokenBucket:
 
     def take(self, now: float) -> float:
         """Spend one token; 0.0 when allowed, else the seconds until one token is back."""
+        wait = self.wait(now)
+        if wait == 0.0:
+            self.tokens -= 1.0
+        return wait
+
+    def wait(self, now: float) -> float:
+        """Seconds until one token is there (0.0: there is one now); spends nothing."""
         self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
         self.updated = now
         if self.tokens >= 1.0:
-            self.tokens -= 1.0
             return 0.0
         return (1.0 - self.tokens) / self.rate
 

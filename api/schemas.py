@@ -6,13 +6,44 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress, StrictInt, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    StrictInt,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from paytide import text
 from paytide.money import CURRENCY_EXPONENTS, MAX_AMOUNT_MINOR
 from workflows.contract import GatewayName
 
-Identifier = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")]
+
+def _printable(value: object) -> object:
+    """Refuses a string with a character paytide/text.py forbids; other types pass on to the
+    field's own type check."""
+    if isinstance(value, str):
+        found = text.refused_character(value)
+        if found is not None:
+            raise PydanticCustomError(
+                "invalid_characters", f"{text.RULE}; found {found}: remove or replace it"
+            )
+    return value
+
+
+# Every string a request carries ends with PRINTABLE, after its Field: it runs before the Field's
+# checks (so a NUL is `invalid_characters`, not `invalid_format`) and the JSON schema keeps the
+# Field's pattern (placed before the Field, pydantic drops the pattern from the schema).
+# tests/unit/test_request_text.py fails for a request string without it.
+PRINTABLE = BeforeValidator(_printable)
+Text = Annotated[str, PRINTABLE]
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"), PRINTABLE
+]
 # Stripe allows 50 metadata keys per object and paytide adds its own ids: merchants get 40.
 MAX_METADATA_KEYS = 40
 MAX_METADATA_KEY = 40
@@ -27,13 +58,52 @@ EMAIL_PATTERN = (
 _PAN = re.compile(r"^(?:\d[ -]?){12,18}\d$")
 
 
+def _printable_keys(value: object) -> object:
+    """Metadata keys are checked before the dict is, so the error names the key by its place:
+    an error located at the key itself would echo the refused characters back."""
+    if isinstance(value, dict):
+        for number, key in enumerate(value, start=1):
+            found = text.refused_character(key) if isinstance(key, str) else None
+            if found is not None:
+                raise PydanticCustomError(
+                    "invalid_characters",
+                    f"metadata key number {number}: {text.RULE}; found {found}: remove or "
+                    "replace it",
+                )
+    return value
+
+
+def bounded_metadata(value: dict[str, str]) -> dict[str, str]:
+    if len(value) > MAX_METADATA_KEYS:
+        raise PydanticCustomError(
+            "too_many_keys", f"metadata holds at most {MAX_METADATA_KEYS} keys"
+        )
+    for key, item in value.items():
+        if not key or len(key) > MAX_METADATA_KEY:
+            raise PydanticCustomError(
+                "invalid_key", f"metadata keys are 1 to {MAX_METADATA_KEY} characters"
+            )
+        if len(item) > MAX_METADATA_VALUE:
+            raise PydanticCustomError(
+                "value_too_long", f"metadata values are at most {MAX_METADATA_VALUE} characters"
+            )
+    return value
+
+
+Metadata = Annotated[
+    dict[Text, Text], BeforeValidator(_printable_keys), AfterValidator(bounded_metadata)
+]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Location(Strict):
-    country: Annotated[str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
-    city: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    country: Annotated[
+        str, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2"), PRINTABLE
+    ]
+    city: Annotated[str, Field(min_length=1, max_length=100), PRINTABLE] | None = None
 
 
 class CreatePayment(Strict):
@@ -44,16 +114,17 @@ class CreatePayment(Strict):
             description="ISO 4217 code, upper case",
             json_schema_extra={"enum": sorted(CURRENCY_EXPONENTS)},
         ),
+        PRINTABLE,
     ]
     customer_id: Identifier
     payment_method: Identifier
     order_id: Identifier
-    description: Annotated[str, Field(max_length=1000)] | None = None
-    metadata: dict[str, str] = Field(default_factory=dict)
+    description: Annotated[str, Field(max_length=1000), PRINTABLE] | None = None
+    metadata: Metadata = Field(default_factory=dict)
     capture: Literal["automatic", "manual"] = "automatic"
     gateway: GatewayName | None = None
     ip_address: IPvAnyAddress | None = None
-    device_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    device_id: Annotated[str, Field(min_length=1, max_length=255), PRINTABLE] | None = None
     location: Location | None = None
     customer_email: (
         Annotated[
@@ -63,6 +134,7 @@ class CreatePayment(Strict):
                 pattern=EMAIL_PATTERN,
                 description="where the receipt goes; personal data, never shown back",
             ),
+            PRINTABLE,
         ]
         | None
     ) = None
@@ -89,31 +161,9 @@ class CreatePayment(Strict):
             )
         return value
 
-    @field_validator("metadata")
-    @classmethod
-    def _bounded_metadata(cls, value: dict[str, str]) -> dict[str, str]:
-        return bounded_metadata(value)
-
-
-def bounded_metadata(value: dict[str, str]) -> dict[str, str]:
-    if len(value) > MAX_METADATA_KEYS:
-        raise PydanticCustomError(
-            "too_many_keys", f"metadata holds at most {MAX_METADATA_KEYS} keys"
-        )
-    for key, item in value.items():
-        if not key or len(key) > MAX_METADATA_KEY:
-            raise PydanticCustomError(
-                "invalid_key", f"metadata keys are 1 to {MAX_METADATA_KEY} characters"
-            )
-        if len(item) > MAX_METADATA_VALUE:
-            raise PydanticCustomError(
-                "value_too_long", f"metadata values are at most {MAX_METADATA_VALUE} characters"
-            )
-    return value
-
 
 class CancelBody(Strict):
-    reason: Annotated[str, Field(min_length=1, max_length=200)] = "requested_by_merchant"
+    reason: Annotated[str, Field(min_length=1, max_length=200), PRINTABLE] = "requested_by_merchant"
 
 
 class CaptureBody(Strict):
@@ -122,20 +172,15 @@ class CaptureBody(Strict):
 
 class ReviewBody(Strict):
     decision: Literal["approve", "reject"]
-    reviewer: Annotated[str, Field(min_length=1, max_length=100)]
-    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    reviewer: Annotated[str, Field(min_length=1, max_length=100), PRINTABLE]
+    reason: Annotated[str, Field(min_length=1, max_length=500), PRINTABLE]
 
 
 class CreateRefund(Strict):
     # None refunds whatever is still refundable.
     amount: Annotated[StrictInt, Field(gt=0, le=MAX_AMOUNT_MINOR)] | None = None
-    reason: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    metadata: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("metadata")
-    @classmethod
-    def _bounded_metadata(cls, value: dict[str, str]) -> dict[str, str]:
-        return bounded_metadata(value)
+    reason: Annotated[str, Field(min_length=1, max_length=200), PRINTABLE] | None = None
+    metadata: Metadata = Field(default_factory=dict)
 
 
 # workflows/events.py ENDPOINT_EVENTS, spelled out for the schema (tests/unit/test_events.py).
@@ -165,10 +210,10 @@ EndpointUrl = Annotated[
         pattern=r"^https?://[^\s/?#@\x00-\x1f\x7f]+(?:[/?#][\x21-\x7e]*)?$",
         description="http(s) URL that receives the signed events",
     ),
+    PRINTABLE,
 ]
 EventList = Annotated[list[EventType], Field(min_length=1, max_length=len(EventType.__args__))]
-# No control characters: PostgreSQL refuses NUL in text, and a log line should stay one line.
-Description = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Description = Annotated[str, Field(min_length=1, max_length=200), PRINTABLE]
 
 
 def _checked_url(value: str) -> str:

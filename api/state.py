@@ -9,6 +9,7 @@ import httpx
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from api.auth_failures import AuthFailures
 from api.coalesce import Coalescer
 from api.key_cache import KeyCache
 from api.rate_limit import RateLimiter
@@ -30,6 +31,7 @@ class ApiState:
     verifiers: dict[GatewayName, WebhookVerifier]
     keys: KeyCache
     limiter: RateLimiter
+    auth_failures: AuthFailures
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     # How webhook endpoint hosts are resolved for their check (tests inject their own).
     resolver: Resolver = system_resolver

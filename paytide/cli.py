@@ -244,6 +244,16 @@ def _duration(text: str) -> timedelta:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _text(value: str) -> str:
+    """An argument that ends up in the ledger or in a query: printable text only."""
+    from paytide.text import RULE, refused_character
+
+    found = refused_character(value)
+    if found is not None:
+        raise argparse.ArgumentTypeError(f"{RULE}; found {found}: remove or replace it")
+    return value
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
@@ -655,7 +665,11 @@ def build_parser() -> argparse.ArgumentParser:
         "payment could not be reconciled (the summary says why).",
     )
     reconcile.add_argument(
-        "targets", nargs="*", metavar="ID", help="workflow ids or payment ids (pay_...)"
+        "targets",
+        nargs="*",
+        type=_text,
+        metavar="ID",
+        help="workflow ids or payment ids (pay_...)",
     )
     reconcile.add_argument(
         "--stuck-for",
@@ -667,10 +681,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=_positive, metavar="N", help="with --stuck-for: at most N payments"
     )
     reconcile.add_argument(
-        "--operator", default=_operator_name(), help="who asks (default: your login name)"
+        "--operator",
+        type=_text,
+        default=_operator_name(),
+        help="who asks (default: your login name)",
     )
     reconcile.add_argument(
         "--reason",
+        type=_text,
         default="reconciled from the paytide command line",
         help="why, recorded in the ledger",
     )
@@ -716,10 +734,11 @@ def build_parser() -> argparse.ArgumentParser:
         "adds the review endpoints (GET /reviews, POST /payments/{id}/review) across every "
         "merchant.",
     )
-    create.add_argument("name", metavar="NAME", help="the merchant's display name")
+    create.add_argument("name", type=_text, metavar="NAME", help="the merchant's display name")
     create.add_argument(
         "--id",
         dest="merchant_id",
+        type=_text,
         metavar="ID",
         help="merchant id used in payments and workflow ids (default: mer_<random>); "
         "lower-case letters, digits, _ and -, at most 40",
@@ -744,14 +763,14 @@ def build_parser() -> argparse.ArgumentParser:
         "their state: active, expiring (rotated out, still accepted), expired or revoked. "
         "Secrets are never shown again.",
     )
-    keys_list.add_argument("merchant_id", metavar="MERCHANT_ID")
+    keys_list.add_argument("merchant_id", type=_text, metavar="MERCHANT_ID")
     keys_list.set_defaults(run=cmd_keys_list)
     keys_create = key_commands.add_parser(
         "create",
         help="issue another API key for a merchant (printed once)",
         description="Issue an additional key for MERCHANT_ID; the new key is printed once.",
     )
-    keys_create.add_argument("merchant_id", metavar="MERCHANT_ID")
+    keys_create.add_argument("merchant_id", type=_text, metavar="MERCHANT_ID")
     keys_create.set_defaults(run=cmd_keys_create)
     rotate = key_commands.add_parser(
         "rotate",
@@ -760,7 +779,9 @@ def build_parser() -> argparse.ArgumentParser:
         "still accepted for --overlap (default PAYTIDE_API_KEY_ROTATION_OVERLAP), then refused "
         "with 401 api_key_expired. Rotating a key twice never lengthens its life.",
     )
-    rotate.add_argument("key", metavar="KEY", help="the key's prefix (pt_..._<id>) or id")
+    rotate.add_argument(
+        "key", type=_text, metavar="KEY", help="the key's prefix (pt_..._<id>) or id"
+    )
     rotate.add_argument(
         "--overlap",
         type=_duration,
@@ -774,7 +795,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Revoke a key: requests with it get 401 api_key_revoked, in every API "
         "process within PAYTIDE_API_KEY_CACHE_SECONDS.",
     )
-    revoke.add_argument("key", metavar="KEY", help="the key's prefix (pt_..._<id>) or id")
+    revoke.add_argument(
+        "key", type=_text, metavar="KEY", help="the key's prefix (pt_..._<id>) or id"
+    )
     revoke.set_defaults(run=cmd_keys_revoke)
 
     notifications = commands.add_parser(
@@ -800,7 +823,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="WHEN",
         help="ISO 8601 time (UTC if no offset) or a duration back from now, e.g. 2h, 1d",
     )
-    redrive.add_argument("--merchant", metavar="ID", help="only this merchant's deliveries")
+    redrive.add_argument(
+        "--merchant", type=_text, metavar="ID", help="only this merchant's deliveries"
+    )
     redrive.add_argument("--limit", type=_positive, metavar="N", help="at most N deliveries")
     redrive.add_argument(
         "--dry-run", action="store_true", help="list what would be re-driven and stop"
@@ -825,7 +850,7 @@ def build_parser() -> argparse.ArgumentParser:
         "a keyed hash (PAYTIDE_SEARCH_HASH_KEY) of the customer id. Use the value printed here "
         "in a visibility query: temporal workflow list --query \"CustomerId='<value>'\".",
     )
-    customer_key.add_argument("customer_id")
+    customer_key.add_argument("customer_id", type=_text)
     customer_key.set_defaults(run=cmd_customer_key)
 
     db = commands.add_parser("db", help="ledger schema management")

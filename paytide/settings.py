@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     api_body_timeout: PositiveSeconds = 30.0
     api_max_connections: Annotated[int, Field(ge=1)] = 1000
     api_max_header_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024
+    # Failed authentication per client address (api/auth_failures.py): `auth_failure_limit`
+    # failures at once, coming back at that many per `auth_failure_window` seconds; past them the
+    # address gets 429 too_many_auth_failures. 0 turns the limit off (a proxy in front does it).
+    auth_failure_limit: Annotated[int, Field(ge=0)] = 20
+    auth_failure_window: PositiveSeconds = 60.0
 
     # Payment workflow
     webhook_timeout: PositiveSeconds = 60.0

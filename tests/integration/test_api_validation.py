@@ -19,6 +19,7 @@ from api.app import create_app
 from ledger.engine import create_ledger_engine
 from ledger.migrate import upgrade
 from ledger.models import Payment, WebhookEvent
+from paytide.api_keys import Role
 from paytide.settings import Settings
 from tests.integration.stack import bearer, issue_api_key
 from tests.support.serve import serve_api
@@ -328,9 +329,18 @@ async def test_healthz_is_200(api: httpx.AsyncClient) -> None:
     assert response.json() == {"status": "ok"}
 
 
-async def test_readyz_reports_each_part(api: httpx.AsyncClient) -> None:
-    """With Temporal unreachable, readiness is 503: Temporal not ready, the database ready."""
-    response = await api.get("/readyz")
+async def test_readyz_reports_each_part(api: httpx.AsyncClient, api_ledger_url: str) -> None:
+    """With Temporal unreachable, readiness is 503: {"ready": false} for anyone, and for an
+    operator Temporal not ready, the database ready."""
+    anonymous = await api.get("/readyz", headers={"Authorization": ""})
+    assert anonymous.status_code == 503, anonymous.text
+    assert anonymous.json() == {"ready": False}
+    engine = create_ledger_engine(api_ledger_url)
+    try:
+        operator_key = issue_api_key(engine, "operator", Role.OPERATOR)
+    finally:
+        engine.dispose()
+    response = await api.get("/readyz", headers=bearer(operator_key))
     assert response.status_code == 503, response.text
     body = response.json()
     assert body["ready"] is False

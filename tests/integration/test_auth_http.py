@@ -7,21 +7,27 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func
+from sqlalchemy import Engine, event, func
 from sqlmodel import select
 from temporalio.testing import WorkflowEnvironment
 
+from api.app import create_app
+from api.key_cache import KeyCache
+from api.state import ApiState
 from gateways.signing import sign
 from ledger import merchants
-from ledger.engine import session_factory, transaction
+from ledger.engine import create_ledger_engine, session_factory, transaction
 from ledger.models import Payment
 from paytide.api_keys import KeyMode
+from paytide.settings import Settings
 from tests.integration.stack import Stack, bearer, issue_api_key, running_stack
+from tests.support.serve import serve
 
 # Short, so revocation shows within a test; the default (5 s) is documented in docs/security.md.
 CACHE_SECONDS = 0.5
@@ -139,10 +145,55 @@ async def test_rotated_key_works_during_the_overlap_then_is_401_api_key_expired(
 async def test_public_endpoints_need_no_key(stack: Stack) -> None:
     """Probes answer without a key; a webhook is judged by its gateway signature, not a key."""
     assert (await as_key(stack, None, "GET", "/healthz")).status_code == 200
-    assert (await as_key(stack, None, "GET", "/readyz")).status_code == 200
+    assert (await as_key(stack, None, "GET", "/readyz")).json().keys() == {"ready"}
     async with httpx.AsyncClient(base_url=stack.settings.effective_api_url) as client:
         unsigned = await client.post("/webhooks/sandbox", content=b"{}")
     assert code_of(unsigned, 400) == "missing_signature"
+
+
+async def until_ready(stack: Stack, within: float = 15) -> None:
+    """Wait for /readyz to answer 200 (the worker's first poll may not be seen yet)."""
+    async with asyncio.timeout(within):
+        while (await stack.operator.get("/readyz")).status_code != 200:
+            await asyncio.sleep(0.2)
+
+
+async def test_readyz_tells_anonymous_callers_and_merchants_only_its_status(stack: Stack) -> None:
+    """Without a key, or with a merchant's key, /readyz is {"ready": true} alone: no Temporal
+    address, sandbox URL, task queue, poller or gateway name."""
+    await until_ready(stack)
+    temporal_host, _, temporal_port = stack.settings.temporal_address.rpartition(":")
+    sandbox_port = stack.settings.effective_sandbox_url.rpartition(":")[2]
+    for api_key in (None, stack.api_key):
+        answer = await as_key(stack, api_key, "GET", "/readyz")
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"ready": True}
+        for secret in (
+            temporal_port,
+            sandbox_port,
+            stack.settings.temporal_task_queue,
+            "poller",
+            "sandbox",
+            "stripe",
+            "adyen",
+        ):
+            assert secret not in answer.text, secret
+        assert temporal_host not in answer.text
+
+
+async def test_readyz_details_need_an_operator_key_and_a_wrong_key_is_401(stack: Stack) -> None:
+    """An operator's key gets each part's detail and the gateways; a wrong key sent to /readyz
+    is refused like anywhere else."""
+    await until_ready(stack)
+    answer = await stack.operator.get("/readyz")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["ready"] is True
+    assert stack.settings.temporal_address in body["parts"]["temporal"]["detail"]
+    assert body["parts"]["gateway_sandbox"]["detail"].endswith(stack.settings.effective_sandbox_url)
+    assert body["gateways"]["sandbox"] == "available"
+    wrong = await as_key(stack, _junk_key(1), "GET", "/readyz")
+    assert code_of(wrong, 401) == "invalid_api_key"
 
 
 # ---- isolation ----------------------------------------------------------------------------
@@ -238,6 +289,123 @@ async def test_rate_limit_is_429_with_retry_after_and_writes_nothing(
 
         other = issue_api_key(stack.engine, OTHER_MERCHANT)
         assert (await as_key(stack, other, "GET", "/payments")).status_code == 200
+
+
+class KeyReads:
+    """Counts the ledger's API key look-ups (SELECTs on api_keys) by every engine in this
+    process; the test's own engine makes none while it counts."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM api_keys" in statement:
+            self.count += 1
+
+
+@pytest.fixture
+def key_reads() -> Iterator[KeyReads]:
+    reads = KeyReads()
+    event.listen(Engine, "before_cursor_execute", reads)
+    yield reads
+    event.remove(Engine, "before_cursor_execute", reads)
+
+
+def _junk_key(n: int) -> str:
+    return f"pt_test_{n:012x}_{'e' * 64}"
+
+
+async def test_failed_authentication_is_limited_per_address_with_retry_after(
+    dev_env: WorkflowEnvironment, database_url: str, key_reads: KeyReads
+) -> None:
+    """After PAYTIDE_AUTH_FAILURE_LIMIT failures an address gets 429 too_many_auth_failures with
+    Retry-After, before its key is looked up in the ledger (even a real key); an address under
+    the limit is served."""
+    async with running_stack(
+        dev_env.client, database_url, auth_failure_limit=5, auth_failure_window=60
+    ) as stack:
+        assert (await stack.api.get("/payments")).status_code == 200
+        for n in range(5):
+            answer = await as_key(stack, _junk_key(n), "GET", "/payments")
+            assert code_of(answer, 401) == "invalid_api_key"
+        reads = key_reads.count
+        for api_key in (_junk_key(99), None, stack.api_key):
+            limited = await as_key(stack, api_key, "GET", "/payments")
+            assert code_of(limited, 429) == "too_many_auth_failures"
+            assert 1 <= int(limited.headers["retry-after"]) <= 12
+        assert key_reads.count == reads
+        # Public paths are not behind the key check, so probes still answer.
+        assert (await as_key(stack, None, "GET", "/healthz")).status_code == 200
+
+
+class FrozenClock:
+    def __call__(self) -> float:
+        return 1000.0
+
+
+async def test_junk_key_ids_do_not_push_a_real_key_out_of_the_cache(
+    database_url: str, key_reads: KeyReads
+) -> None:
+    """10,000 made-up key ids (the old cache's bound, past which it dropped every entry) cost
+    one ledger read each, and the real key is still served from the cache afterwards. The API
+    alone (no Temporal needed to authenticate), its key cache on a frozen clock so the entry's
+    time to live cannot be what sends the real key back to the ledger."""
+    settings = Settings(
+        database_url=database_url,
+        temporal_address="127.0.0.1:1",
+        api_key_cache_seconds=60,
+        auth_failure_limit=0,
+    )
+    engine = create_ledger_engine(database_url)
+    try:
+        api_key = issue_api_key(engine, OTHER_MERCHANT)
+    finally:
+        engine.dispose()
+    app = create_app(settings)
+    async with serve(app) as base_url:
+        state: ApiState = app.state.paytide
+        state.keys = KeyCache(settings.api_key_cache_seconds, clock=FrozenClock())
+        assert (await as_url(base_url, api_key)).status_code == 200
+        reads = key_reads.count
+        refused = await asyncio.gather(
+            *(_pipelined_junk(base_url, range(first, 10_000, 16)) for first in range(16))
+        )
+        assert sum(refused) == 10_000
+        assert key_reads.count - reads == 10_000
+        reads = key_reads.count
+        assert (await as_url(base_url, api_key)).status_code == 200
+        assert key_reads.count == reads
+
+
+async def as_url(base_url: str, api_key: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=base_url, headers=bearer(api_key)) as client:
+        return await client.get("/payments")
+
+
+async def _pipelined_junk(base_url: str, numbers: range) -> int:
+    """Send GET /payments with each made-up key on one connection, pipelined (HTTP/1.1): an
+    HTTP client library costs more time per request than the API does. The number of 401s."""
+    host, _, port = base_url.removeprefix("http://").partition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            b"".join(
+                f"GET /payments HTTP/1.1\r\nHost: {host}\r\n"
+                f"Authorization: Bearer {_junk_key(n)}\r\n\r\n".encode()
+                for n in numbers
+            )
+        )
+        await writer.drain()
+        received = b""
+        async with asyncio.timeout(120):
+            while received.count(b"HTTP/1.1 ") < len(numbers):
+                chunk = await reader.read(65536)
+                assert chunk, "the API closed the connection early"
+                received += chunk
+        return received.count(b"HTTP/1.1 401 ")
+    finally:
+        writer.close()
+        await writer.wait_closed()
 
 
 # ---- webhooks -----------------------------------------------------------------------------

@@ -227,3 +227,22 @@ async def test_every_merchants_command_has_help(command: tuple[str, ...]) -> Non
     ran = await paytide(dict(os.environ), *command, "--help")
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.startswith(f"usage: paytide {' '.join(command)}")
+
+
+async def test_create_refuses_control_characters_in_the_name_and_writes_nothing(
+    database_url: str,
+) -> None:
+    """`merchants create` with an escape sequence or a line break in NAME exits 2 naming the
+    argument and the character, and no merchant is written."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PAYTIDE_")}
+    env["PAYTIDE_DATABASE_URL"] = database_url
+    mid = merchant_id()
+    for name in ("Acme\x1b[31m", "Acme\nShop", "Acme\u2028Shop", "Acme\x85"):
+        refused = await paytide(env, "merchants", "create", name, "--id", mid)
+        assert refused.returncode == 2, refused.stdout
+        assert "argument NAME" in refused.stderr and "found U+" in refused.stderr, refused.stderr
+    listed = await paytide(env, "merchants", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert mid not in listed.stdout
+    created = await paytide(env, "merchants", "create", "Acme Shop", "--id", mid)
+    assert created.returncode == 0, created.stderr

@@ -98,3 +98,56 @@ async def test_a_failed_load_fails_its_waiters_and_is_not_cached() -> None:
         return RECORD
 
     assert await cache.lookup(RECORD.key_id, working) == RECORD
+
+
+def _other(key_id: str) -> KeyRecord:
+    return KeyRecord(
+        key_id=key_id,
+        merchant_id="acme",
+        role=Role.MERCHANT,
+        salt="00" * 16,
+        secret_hash="11" * 32,
+        expires_at=None,
+        revoked_at=None,
+    )
+
+
+def test_ten_thousand_unknown_key_ids_do_not_evict_a_real_key() -> None:
+    """Junk key ids fill only the unknown-id LRU: a real key stays cached through 10,000 of
+    them (the old cache dropped everything at 10,000 entries)."""
+    cache = KeyCache(ttl=5.0, clock=Clock())
+    cache.put(RECORD.key_id, RECORD)
+    for n in range(10_000):
+        cache.put(f"{n:012x}", None)
+    assert cache.get(RECORD.key_id) == RECORD
+    assert cache.get(f"{9_999:012x}") is None
+    assert cache.get(f"{0:012x}") is MISSING
+
+
+def test_known_keys_are_evicted_least_recently_used_first() -> None:
+    """Past its bound the known-key LRU drops the key used longest ago, not the whole cache."""
+    cache = KeyCache(ttl=5.0, clock=Clock(), max_known=3)
+    for key_id in ("a", "b", "c"):
+        cache.put(key_id, _other(key_id))
+    assert cache.get("a") is not MISSING  # "a" is now the most recently used
+    cache.put("d", _other("d"))
+    assert cache.get("b") is MISSING
+    assert [cache.get(k) is not MISSING for k in ("a", "c", "d")] == [True, True, True]
+
+
+def test_unknown_ids_are_evicted_least_recently_used_first_within_their_bound() -> None:
+    """The unknown-id LRU keeps at most its bound, dropping the oldest id first."""
+    cache = KeyCache(ttl=5.0, clock=Clock(), max_unknown=2)
+    for key_id in ("x", "y", "z"):
+        cache.put(key_id, None)
+    assert [cache.get(k) for k in ("x", "y", "z")] == [MISSING, None, None]
+
+
+def test_a_key_id_moves_between_unknown_and_known_when_the_ledger_changes_its_answer() -> None:
+    """An id cached as unknown and then found (a key issued meanwhile) is known, in one place."""
+    cache = KeyCache(ttl=5.0, clock=Clock())
+    cache.put(RECORD.key_id, None)
+    cache.put(RECORD.key_id, RECORD)
+    assert cache.get(RECORD.key_id) == RECORD
+    cache.put(RECORD.key_id, None)
+    assert cache.get(RECORD.key_id) is None
