@@ -9,9 +9,11 @@ from typing import Any, TypeAlias
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
 
 SessionFactory: TypeAlias = Callable[[], Session]
+_GENERATION = "paytide_pool_generation"
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -24,6 +26,30 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _close_connections_returned_after_dispose(engine: Engine) -> None:
+    """``engine.dispose()`` closes the pooled connections, not those in use: one a thread still
+    holds (a ledger write of an activity cancelled as the worker stops, a request cut off as the
+    API stops) would go back to the discarded pool and stay open until garbage collected (psycopg
+    then warns). Each connection remembers the pool generation it was opened in; one that comes
+    back from an older generation is closed instead of pooled."""
+    generation = 0
+
+    def disposed(_engine: Engine) -> None:
+        nonlocal generation
+        generation += 1
+
+    def opened(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_GENERATION] = generation
+
+    def returned(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        if dbapi_connection is not None and record.info.get(_GENERATION) != generation:
+            dbapi_connection.close()
+
+    event.listen(engine, "engine_disposed", disposed)
+    event.listen(engine, "connect", opened)
+    event.listen(engine, "checkin", returned)
+
+
 def create_ledger_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -31,8 +57,10 @@ def create_ledger_engine(url: str) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _tune_sqlite)
-        return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    _close_connections_returned_after_dispose(engine)
+    return engine
 
 
 def session_factory(engine: Engine) -> SessionFactory:

@@ -18,7 +18,6 @@ import sys
 import sysconfig
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -67,7 +66,8 @@ def opened_at(connection: object) -> str | None:
 
 
 def _is_library(filename: str) -> bool:
-    return filename.startswith(("<", STDLIB)) or "site-packages" in Path(filename).parts
+    """Python's own files, the virtualenv's (packages, scripts) and frozen modules."""
+    return filename.startswith(("<", STDLIB, sys.prefix, sys.base_prefix))
 
 
 def _leaked_connection(tb: TracebackType | None) -> object | None:
