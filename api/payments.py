@@ -429,7 +429,7 @@ async def operate(
     """Run an update on a payment's workflow.
 
     A payment that has ended gets one answer, 409 ``not_allowed`` with the final payment in
-    ``details`` (see ``ended``), however Temporal put it: the ledger already says so; the
+    ``details`` (see ``_ended``), however Temporal put it: the ledger already says so; the
     workflow, still finishing, refused the update; or the server did, as the workflow closed
     ("workflow update was aborted by closing workflow", "workflow operation can not be applied
     because workflow is closing") or after ("workflow execution already completed"). The ledger
@@ -439,7 +439,7 @@ async def operate(
     a cancel or capture may wait for the gateway for minutes, and an HTTP request must not. The
     update goes on in the workflow; the caller answers 202 and the client reads the payment."""
     if PaymentStatus(row.status) in CLOSED_STATUSES:
-        raise ended(row, not_allowed)
+        raise _ended(row, not_allowed)
     handle = state.temporal.get_workflow_handle(row.workflow_id)
 
     async def run() -> PaymentView:
@@ -474,7 +474,7 @@ async def operate(
         ) from None
 
 
-def ended(row: Payment, code: str) -> ApiError:
+def _ended(row: Payment, code: str) -> ApiError:
     """409 for a request that needs a payment still in flight: it has ended; ``details`` is it."""
     return ApiError(
         409,
@@ -485,7 +485,7 @@ def ended(row: Payment, code: str) -> ApiError:
 
 
 async def _ended_since(state: ApiState, row: Payment, code: str) -> ApiError | None:
-    """``ended`` when the ledger now shows the payment final, else None."""
+    """``_ended`` when the ledger now shows the payment final, else None."""
 
     def read() -> Payment | None:
         with transaction(state.sessions) as session:
@@ -494,7 +494,7 @@ async def _ended_since(state: ApiState, row: Payment, code: str) -> ApiError | N
     now = await run_in_threadpool(read)
     if now is None or PaymentStatus(now.status) not in CLOSED_STATUSES:
         return None
-    return ended(now, code)
+    return _ended(now, code)
 
 
 def still_working(row: Payment) -> JSONResponse:
