@@ -26,7 +26,33 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _close_connections_returned_after_dispose(engine: Engine) -> None:
+def create_ledger_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database:
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _tune_sqlite)
+        return _closing_late_returns(engine)
+    return _closing_late_returns(
+        create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    )
+
+
+def session_factory(engine: Engine) -> SessionFactory:
+    def open_session() -> Session:
+        return Session(engine, expire_on_commit=False)
+
+    return open_session
+
+
+@contextmanager
+def transaction(factory: SessionFactory) -> Iterator[Session]:
+    with factory() as session, session.begin():
+        yield session
+
+
+def _closing_late_returns(engine: Engine) -> Engine:
     """``engine.dispose()`` closes the pooled connections, not those in use: one a thread still
     holds (a ledger write of an activity cancelled as the worker stops, a request cut off as the
     API stops) would go back to the discarded pool and stay open until garbage collected (psycopg
@@ -48,29 +74,4 @@ def _close_connections_returned_after_dispose(engine: Engine) -> None:
     event.listen(engine, "engine_disposed", disposed)
     event.listen(engine, "connect", opened)
     event.listen(engine, "checkin", returned)
-
-
-def create_ledger_engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database:
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
-        event.listen(engine, "connect", _tune_sqlite)
-    else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-    _close_connections_returned_after_dispose(engine)
     return engine
-
-
-def session_factory(engine: Engine) -> SessionFactory:
-    def open_session() -> Session:
-        return Session(engine, expire_on_commit=False)
-
-    return open_session
-
-
-@contextmanager
-def transaction(factory: SessionFactory) -> Iterator[Session]:
-    with factory() as session, session.begin():
-        yield session
