@@ -461,13 +461,20 @@ async def _optional_body(request: Request, state: ApiState) -> Any:
 async def operate(
     state: ApiState, row: Payment, update: Any, argument: Any, not_allowed: str
 ) -> PaymentView | None:
-    """Run an update on a payment's workflow; a closed workflow is answered from the ledger.
+    """Run an update on a payment's workflow.
+
+    A payment that has ended gets one answer, 409 ``not_allowed`` with the final payment in
+    ``details`` (see ``_ended``), however Temporal put it: the ledger already says so; the
+    workflow, still finishing, refused the update; or the server did, as the workflow closed
+    ("workflow update was aborted by closing workflow", "workflow operation can not be applied
+    because workflow is closing") or after ("workflow execution already completed"). The ledger
+    is read again to tell these from other refusals: it is final before the workflow closes.
 
     None when the workflow has not answered within the API's wait (``PAYTIDE_INITIATE_WAIT``):
     a cancel or capture may wait for the gateway for minutes, and an HTTP request must not. The
     update goes on in the workflow; the caller answers 202 and the client reads the payment."""
     if PaymentStatus(row.status) in CLOSED_STATUSES:
-        raise ApiError(409, not_allowed, f"payment is already {row.status}")
+        raise _ended(row, not_allowed)
     handle = state.temporal.get_workflow_handle(row.workflow_id)
 
     async def run() -> PaymentView:
@@ -482,12 +489,47 @@ async def operate(
     except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
         return None
     except WorkflowUpdateFailedError as error:
-        raise _from_update_failure(error) from None
+        refusal = _from_update_failure(error)
+        if refusal.status != 409:
+            raise refusal from None
+        raise await _ended_since(state, row, not_allowed) or refusal from None
     except RPCError as error:
-        if error.status is not RPCStatusCode.NOT_FOUND:
+        if error.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.RESOURCE_EXHAUSTED):
             raise
-        # The workflow ended between our ledger read and the update.
-        raise ApiError(409, not_allowed, "payment has already ended") from None
+        if (answer := await _ended_since(state, row, not_allowed)) is not None:
+            raise answer from None
+        if error.status is RPCStatusCode.RESOURCE_EXHAUSTED:
+            raise
+        # Closed while the ledger shows it open: terminated by hand (docs/operations.md).
+        raise ApiError(
+            409,
+            not_allowed,
+            f"the payment's workflow has closed while the ledger shows it {row.status}: "
+            "an operator must settle it",
+        ) from None
+
+
+def _ended(row: Payment, code: str) -> ApiError:
+    """409 for a request that needs a payment still in flight: it has ended; ``details`` is it."""
+    return ApiError(
+        409,
+        code,
+        f"payment has ended: it is {row.status}",
+        details=public_payment(ledger.to_view(row)),
+    )
+
+
+async def _ended_since(state: ApiState, row: Payment, code: str) -> ApiError | None:
+    """``_ended`` when the ledger now shows the payment final, else None."""
+
+    def read() -> Payment | None:
+        with transaction(state.sessions) as session:
+            return ledger.get_payment(session, row.merchant_id, row.id)
+
+    now = await run_in_threadpool(read)
+    if now is None or PaymentStatus(now.status) not in CLOSED_STATUSES:
+        return None
+    return _ended(now, code)
 
 
 def still_working(row: Payment) -> JSONResponse:

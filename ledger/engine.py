@@ -9,6 +9,7 @@ from typing import Any, TypeAlias
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
 
 from paytide.private_files import (
@@ -20,6 +21,7 @@ from paytide.private_files import (
 )
 
 SessionFactory: TypeAlias = Callable[[], Session]
+_GENERATION = "paytide_pool_generation"
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -54,8 +56,10 @@ def create_ledger_engine(url: str) -> Engine:
             _private_database_file(Path(parsed.database))
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _tune_sqlite)
-        return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return _closing_late_returns(engine)
+    return _closing_late_returns(
+        create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    )
 
 
 def session_factory(engine: Engine) -> SessionFactory:
@@ -69,3 +73,28 @@ def session_factory(engine: Engine) -> SessionFactory:
 def transaction(factory: SessionFactory) -> Iterator[Session]:
     with factory() as session, session.begin():
         yield session
+
+
+def _closing_late_returns(engine: Engine) -> Engine:
+    """``engine.dispose()`` closes the pooled connections, not those in use: one a thread still
+    holds (a ledger write of an activity cancelled as the worker stops, a request cut off as the
+    API stops) would go back to the discarded pool and stay open until garbage collected (psycopg
+    then warns). Each connection remembers the pool generation it was opened in; one that comes
+    back from an older generation is closed instead of pooled."""
+    generation = 0
+
+    def disposed(_engine: Engine) -> None:
+        nonlocal generation
+        generation += 1
+
+    def opened(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_GENERATION] = generation
+
+    def returned(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        if dbapi_connection is not None and record.info.get(_GENERATION) != generation:
+            dbapi_connection.close()
+
+    event.listen(engine, "engine_disposed", disposed)
+    event.listen(engine, "connect", opened)
+    event.listen(engine, "checkin", returned)
+    return engine

@@ -16,14 +16,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from temporalio.client import Client, WorkflowExecution, WorkflowHistory, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowHistory,
+    WorkflowUpdateFailedError,
+)
 from temporalio.converter import DataConverter
-from temporalio.service import RPCError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import WorkflowRunner
 
 from paytide import search_attributes as sa
 from paytide.codec import data_converter as plain_converter
-from workflows.contract import PaymentStatus, PaymentView, ReconcileRequest
+from workflows.contract import CLOSED_STATUSES, PaymentStatus, PaymentView, ReconcileRequest
 
 WORKFLOW_TYPE = "PaymentWorkflow"
 
@@ -248,6 +256,40 @@ def _update_error(error: Exception) -> str:
     return str(error)
 
 
+def _may_mean_ended(error: Exception) -> bool:
+    """The refusals a payment that has ended gets: from its workflow, still finishing; from the
+    server as the workflow closes ("aborted by closing workflow", "workflow is closing") or
+    after ("workflow execution already completed")."""
+    if isinstance(error, WorkflowUpdateFailedError):
+        cause = error.cause
+        return isinstance(cause, ApplicationError) and cause.type == "nothing_to_reconcile"
+    return isinstance(error, RPCError) and error.status in (
+        RPCStatusCode.NOT_FOUND,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+    )
+
+
+async def _ended(handle: WorkflowHandle[Any, Any]) -> str | None:
+    """Why nothing can be done to this payment any more, when it has ended; else None.
+
+    Read from the workflow's description (its PaymentStatus search attribute): one answer whether
+    the workflow is still finishing or has closed, and no worker is needed to give it."""
+    try:
+        description = await handle.describe()
+    except RPCError:
+        return None
+    status = description.typed_search_attributes.get(sa.PAYMENT_STATUS) or "?"
+    if status in CLOSED_STATUSES:
+        return f"payment has ended: it is {status}; nothing to reconcile"
+    if description.status not in (None, WorkflowExecutionStatus.RUNNING):
+        closed = description.status.name.lower()
+        return (
+            f"the payment's workflow has closed ({closed}) while it is {status}: settle it by "
+            "hand (docs/operations.md)"
+        )
+    return None
+
+
 async def reconcile_one(
     client: Client, target: Target, request: ReconcileRequest
 ) -> ReconcileResult:
@@ -259,9 +301,8 @@ async def reconcile_one(
     try:
         view = await handle.execute_update(PaymentWorkflow.reconcile_now, request)
     except (WorkflowUpdateFailedError, RPCError) as error:
-        return ReconcileResult(
-            target=target.given, workflow_id=target.workflow_id, error=_update_error(error)
-        )
+        reason = (await _ended(handle) if _may_mean_ended(error) else None) or _update_error(error)
+        return ReconcileResult(target=target.given, workflow_id=target.workflow_id, error=reason)
     return ReconcileResult(target=target.given, workflow_id=target.workflow_id, payment=view)
 
 

@@ -31,6 +31,8 @@ POSTGRES_ADMIN_DSN = os.environ.get(
 )
 # CI sets this: there, an unreachable PostgreSQL is a failure, never a silent skip.
 REQUIRE_POSTGRES = os.environ.get("PAYTIDE_REQUIRE_POSTGRES") == "1"
+# A psycopg connection garbage collected while open fails its test naming the code that opened it.
+pytest_plugins = ["tests.support.connection_origins"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -159,7 +159,35 @@ async def test_reconcile_refuses_a_finished_payment_with_the_workflows_reason(
 
     assert refused.returncode == 1
     assert "FAILED" in refused.stdout
-    assert "nothing to reconcile" in refused.stdout or "completed" in refused.stdout
+    assert "payment has ended: it is succeeded; nothing to reconcile" in refused.stdout
+
+
+async def test_reconcile_answers_alike_while_a_payment_finishes_and_once_it_has_closed(
+    stack: Stack, paytide_client: Client
+) -> None:
+    """``reconcile`` of a succeeded payment says "payment has ended: it is succeeded" both while
+    its workflow still finishes (the merchant's notification pending) and after it closed."""
+    stack.merchant.answering.clear()  # the final notification stalls: the workflow stays open
+    created = await stack.pay(payment_method="pm_sandbox_ok")
+    final = await stack.wait_final(created.json()["id"])
+    assert final["status"] == "succeeded"
+
+    while_finishing = await paytide(stack, "reconcile", final["id"])
+    stack.merchant.answering.set()
+    with transaction(session_factory(stack.engine)) as session:
+        row = session.get(Payment, final["id"])
+        assert row is not None
+    await paytide_client.get_workflow_handle(row.workflow_id).result()  # closed
+    after_closing = await paytide(stack, "reconcile", final["id"])
+
+    line = (
+        f"FAILED      {final['id']} ({row.workflow_id}): "
+        "payment has ended: it is succeeded; nothing to reconcile"
+    )
+    for ran in (while_finishing, after_closing):
+        assert ran.returncode == 1
+        assert line in ran.stdout.splitlines(), ran.stdout
+    assert while_finishing.stdout == after_closing.stdout
 
 
 async def test_operator_commands_explain_bad_input(stack: Stack) -> None:

@@ -8,14 +8,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from sqlmodel import select
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from gateways.signing import sign, verify
 from ledger.engine import session_factory, transaction
-from ledger.models import WebhookEvent
+from ledger.models import Payment, WebhookEvent
 from tests.integration.stack import MERCHANT_SECRET, Stack, running_stack
+from tests.support.update_gate import UpdateGate
 
 
 @pytest.fixture
@@ -146,6 +149,59 @@ async def test_cancel_before_capture_and_not_after(stack: Stack) -> None:
     late = await stack.api.post(f"/payments/{paid['id']}/cancel")
     assert late.status_code == 409
     assert late.json()["error"]["code"] == "payment_not_cancelable"
+
+
+async def test_a_cancel_reaching_a_payment_as_it_ends_gets_the_same_409(
+    dev_env: WorkflowEnvironment, database_url: str
+) -> None:
+    """A cancel read from the ledger before the payment ended, whose update reaches its workflow
+    while it finishes or after it closed, answers like one sent afterwards: 409
+    payment_not_cancelable, "payment has ended: it is canceled", the final payment in details."""
+    gate = UpdateGate()  # holds the API's updates: the API has read the ledger, then waits
+    client = Client(**{**dev_env.client.config(), "interceptors": [gate]})
+    async with running_stack(client, database_url) as stack:
+        pending = (await stack.pay(payment_method="pm_sandbox_silent")).json()
+        assert pending["status"] == "awaiting_webhook"
+        # The merchant's notification of the cancel stalls: the ledger says canceled while the
+        # workflow, waiting for that answer, has not closed.
+        stack.merchant.answering.clear()
+
+        async def cancel() -> httpx.Response:
+            return await stack.api.post(f"/payments/{pending['id']}/cancel", json={"reason": "t"})
+
+        while_finishing = asyncio.create_task(cancel())
+        let_through_while_finishing = await gate.arrived.get()
+        after_closing = asyncio.create_task(cancel())
+        let_through_after_closing = await gate.arrived.get()
+        first = asyncio.create_task(cancel())
+        (await gate.arrived.get()).set()
+        canceled = await first
+        assert canceled.status_code == 200, canceled.text
+        assert canceled.json()["status"] == "canceled"
+
+        let_through_while_finishing.set()
+        refused_while_finishing = await while_finishing
+        refused_by_ledger = await cancel()
+        stack.merchant.answering.set()
+        with transaction(session_factory(stack.engine)) as session:
+            row = session.get(Payment, pending["id"])
+            assert row is not None
+        await dev_env.client.get_workflow_handle(row.workflow_id).result()  # closed
+        let_through_after_closing.set()
+        refused_after_closing = await after_closing
+
+    by_ledger, while_finishing, after_closing = (
+        (response.status_code, response.json()["error"])
+        for response in (refused_by_ledger, refused_while_finishing, refused_after_closing)
+    )
+    assert while_finishing == by_ledger
+    assert after_closing == by_ledger
+    status, error = by_ledger
+    assert status == 409
+    assert error["code"] == "payment_not_cancelable"
+    assert error["message"] == "payment has ended: it is canceled"
+    assert error["details"]["id"] == pending["id"]
+    assert error["details"]["status"] == "canceled"
 
 
 async def test_flaky_gateway_is_retried_and_charges_once(stack: Stack) -> None:

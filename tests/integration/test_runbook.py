@@ -14,7 +14,7 @@ import asyncio
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import pytest
@@ -140,43 +140,57 @@ async def test_cancel_update_with_plain_input_cancels_the_payment(
 ) -> None:
     """``update execute --name cancel`` cancels the payment; without ``--codec-endpoint`` the
     plain JSON input still reaches the workflow, but the CLI cannot read the encrypted result
-    and exits 1 although the cancel was done."""
+    and exits 1 although the cancel was done. A second cancel is refused: by the workflow while
+    it still finishes (the merchant's notification pending), by the server once it has closed;
+    the API answers both the same."""
     payment = await silent_payment(stack)
+    stack.merchant.answering.clear()  # the notification of the cancel stalls until released
 
-    ran = await temporal(
-        dev_env,
-        "workflow",
-        "update",
-        "execute",
-        "-w",
-        payment["workflow_id"],
-        "--name",
-        "cancel",
-        "--input",
-        '{"reason": "runbook"}',
-    )
+    def cancel(*codec_flags: str) -> Awaitable[Ran]:
+        return temporal(
+            dev_env,
+            "workflow",
+            "update",
+            "execute",
+            "-w",
+            payment["workflow_id"],
+            "--name",
+            "cancel",
+            "--input",
+            '{"reason": "runbook"}',
+            *codec_flags,
+        )
+
+    ran = await cancel()
 
     assert ran.returncode == 1
     assert "encoding binary/encrypted: payload encoding is not supported" in ran.stderr
     assert await api_status(stack, payment["id"], "canceled") == "canceled"
     assert ledger_events(stack, payment["id"])[-1].status == "canceled"
 
-    # Once the payment has ended, its workflow is closed: any update is refused by the server.
-    again = await temporal(
-        dev_env,
-        "workflow",
-        "update",
-        "execute",
-        "-w",
-        payment["workflow_id"],
-        "--name",
-        "cancel",
-        "--input",
-        '{"reason": "runbook"}',
-        *codec(stack),
+    # The ledger is final; the workflow is still notifying the merchant: its validator refuses.
+    while_finishing = await cancel(*codec(stack))
+    api_while_finishing = await stack.api.post(f"/payments/{payment['id']}/cancel")
+    assert while_finishing.returncode == 1
+    assert "payment is canceled; only a payment that is not yet captured or final" in (
+        while_finishing.stderr
     )
-    assert again.returncode == 1
-    assert "workflow execution already completed" in again.stderr
+
+    # Once the workflow has closed, the server refuses any update.
+    stack.merchant.answering.set()
+    async with asyncio.timeout(30):
+        while (await describe(dev_env, payment["workflow_id"]))["status"] != (
+            "WORKFLOW_EXECUTION_STATUS_COMPLETED"
+        ):
+            await asyncio.sleep(0.2)
+    closed = await cancel(*codec(stack))
+    api_closed = await stack.api.post(f"/payments/{payment['id']}/cancel")
+    assert closed.returncode == 1
+    assert "workflow execution already completed" in closed.stderr
+
+    for answer in (api_while_finishing, api_closed):
+        assert answer.status_code == 409
+        assert answer.json()["error"]["message"] == "payment has ended: it is canceled"
 
 
 async def test_stack_answers_for_a_waiting_payment(

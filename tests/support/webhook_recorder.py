@@ -37,8 +37,9 @@ class WebhookRecorder:
 
     As a merchant's receiver would: with ``secrets`` set, a request whose ``Paytide-Signature``
     does not verify is answered 400; while ``down``, every request gets 503; ``delay`` holds
-    each answer that long (a slow receiver). ``event_ids`` is its dedupe: each
-    ``Paytide-Event-Id`` it accepted, once.
+    each answer that long (a slow receiver), and while ``answering`` is cleared each answer waits
+    until it is set again (a receiver that stalls until the test says). ``event_ids`` is its
+    dedupe: each ``Paytide-Event-Id`` it accepted, once.
     """
 
     def __init__(self, *, fail_first: int = 0) -> None:
@@ -46,6 +47,8 @@ class WebhookRecorder:
         self.secrets: list[str] = []
         self.down = False
         self.delay = 0.0
+        self.answering = asyncio.Event()
+        self.answering.set()
         self.received: list[ReceivedWebhook] = []
         self.event_ids: dict[str, int] = {}
         self._changed = asyncio.Condition()
@@ -64,6 +67,7 @@ class WebhookRecorder:
     async def _receive(self, request: Request) -> Response:
         if self.delay:
             await asyncio.sleep(self.delay)
+        await self.answering.wait()
         headers, body = dict(request.headers), await request.body()
         status = self._status(headers, body)
         event_id = headers.get("paytide-event-id")
