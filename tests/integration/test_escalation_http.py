@@ -106,7 +106,12 @@ async def test_needs_attention_then_conflicted_alert_operators_and_reach_endpoin
     ops_recorder, ops_url = ops
     receiver, receiver_url = endpoint
     merchant = f"esc-{uuid.uuid4().hex[:10]}"
-    settings = {**FAST, "ops_alert_url": ops_url, "ops_alert_secret": OPS_SECRET}
+    settings = {
+        **FAST,
+        "ops_alert_url": ops_url,
+        "ops_alert_secret": OPS_SECRET,
+        "webhook_allow_loopback": True,  # the receiver listens on 127.0.0.1
+    }
     async with running_stack(
         dev_env.client, database_url, default_merchant=merchant, **settings
     ) as stack:
