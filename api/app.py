@@ -38,6 +38,7 @@ from api.payments import (
 )
 from api.rate_limit import RateLimiter
 from api.refunds import create_refund, get_refund, list_refunds
+from api.request_target import RequestTargetText
 from api.reviews import list_reviews, review_payment
 from api.state import ApiState
 from api.webhook_deliveries import get_delivery, list_deliveries, retry_delivery
@@ -136,6 +137,7 @@ def create_app(
         lifespan=lifespan,
         middleware=[
             Middleware(RequestTelemetry, metrics=metrics, tracing=tracing),
+            Middleware(RequestTargetText),
             Middleware(ApiKeyAuth),
         ],
         exception_handlers={

@@ -303,7 +303,7 @@ _MODELS: list[type[BaseModel]] = [
 ]
 
 _ERROR_TEXT = {
-    400: "malformed request (JSON, header or query)",
+    400: "malformed request (JSON, header or query), or control characters in the path or query",
     401: "missing or unusable credentials",
     403: "the credentials may not do this",
     404: "no such resource for this merchant",
@@ -711,7 +711,9 @@ def _operation(op: Operation) -> dict[str, Any]:
                 }
                 for path in op.leads_to
             }
-    for status in op.errors:
+    # api/request_target.py refuses control characters in any path id or query value.
+    errors = op.errors if 400 in op.errors or not op.parameters else (400, *op.errors)
+    for status in errors:
         responses[str(status)] = {
             "description": _ERROR_TEXT[status],
             "content": {"application/json": {"schema": _ref(ErrorBody)}},

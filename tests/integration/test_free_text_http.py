@@ -165,3 +165,29 @@ async def test_every_free_text_field_refuses_control_characters_and_changes_noth
     assert _count(stack, Payment) == 1
     assert _count(stack, RefundRecord) == 0
     assert _count(stack, WebhookEndpoint) == 1
+
+
+async def test_control_characters_in_paths_and_queries_are_400_not_a_ledger_error(
+    stack: Stack,
+) -> None:
+    """A NUL or other control character in a path id or a query value is 400
+    invalid_characters before any route or ledger read (PostgreSQL refuses NUL in text)."""
+    paid = await stack.pay(key=f"path-{uuid.uuid4().hex[:8]}")
+    assert paid.status_code in (201, 202), paid.text
+    payment_id = paid.json()["id"]
+    for target in [
+        "/payments/pay_%00x",
+        f"/payments/{payment_id}%1b",
+        "/payments/pay_x%E2%80%A8/refunds",
+        "/payments?customer_id=cus_%00",
+        "/payments?status=%0Asucceeded",
+        "/webhook-deliveries?status=failed%00",
+        "/webhook-endpoints/we_%00",
+    ]:
+        answer = await stack.api.get(target)
+        assert answer.status_code == 400, (target, answer.text)
+        error = answer.json()["error"]
+        assert error["code"] == "invalid_characters", (target, error)
+        assert "U+" in error["message"], (target, error)
+    # The same payment, read without the character, is untouched and readable.
+    assert (await stack.api.get(f"/payments/{payment_id}")).status_code == 200
