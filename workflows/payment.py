@@ -624,9 +624,7 @@ class PaymentWorkflow:
                 message=f"gateway reported {outcome.amount_minor} {outcome.currency}, "
                 f"payment is {self._request.amount_minor} {self._request.currency}",
             )
-            await self._finish(PaymentStatus.CONFLICTED, mismatch)
-            # The merchant's callback and endpoints hear of it with the final notification.
-            await self._alert_operators(EventType.PAYMENT_CONFLICTED, reason=mismatch.message)
+            await self._end_conflicted(mismatch)
             return
         status = _OUTCOME_STATUS.get(outcome.state)
         if status is None:
@@ -642,6 +640,12 @@ class PaymentWorkflow:
         if status is PaymentStatus.SUCCEEDED:
             self._amount_captured = self._request.amount_minor  # automatic capture takes it all
         await self._finish(status, failure, reason=reason)
+
+    async def _end_conflicted(self, mismatch: Failure) -> None:
+        """The gateway contradicts the payment: conflicted, and the operators are alerted (the
+        merchant's callback and endpoints hear of it with the final notification)."""
+        await self._finish(PaymentStatus.CONFLICTED, mismatch)
+        await self._alert_operators(EventType.PAYMENT_CONFLICTED, reason=mismatch.message)
 
     async def _enter_waiting(self, waiting: PaymentStatus, outcome: ChargeOutcome) -> None:
         written, self._waiting_written = self._waiting_written, None
@@ -709,13 +713,12 @@ class PaymentWorkflow:
         captured = asked if outcome.amount_captured is None else outcome.amount_captured
         said_currency = (outcome.currency or currency).upper()
         if not 0 < captured <= amount or said_currency != currency:
-            await self._finish(
-                PaymentStatus.CONFLICTED,
+            await self._end_conflicted(
                 Failure(
                     code="amount_mismatch",
                     message=f"gateway reported {captured} {said_currency} captured, "
                     f"the authorization is {amount} {currency}",
-                ),
+                )
             )
             return
         if captured != asked:

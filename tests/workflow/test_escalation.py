@@ -26,6 +26,8 @@ from paytide.metrics import WorkerMetrics
 from tests.support.scripted_gateway import ScriptedGateway
 from tests.workflow.harness import Notifier, event, payment_request, running_payments
 from workflows.contract import (
+    CaptureMethod,
+    CapturePayment,
     ChargeOutcome,
     ChargeState,
     InitiateRequest,
@@ -148,6 +150,37 @@ async def test_conflicted_alerts_operators_and_notifies_the_merchant(
     assert [a.kind for a in notifier.alerts] == [EventType.PAYMENT_CONFLICTED]
     assert notifier.alerts[0].reason == "gateway reported 9999 EUR, payment is 2500 EUR"
     assert [n.event_type for n in notifier.sent] == [EventType.PAYMENT_CONFLICTED]
+    registry = notifier.metrics.registry
+    assert count(registry, "paytide_operator_alerts_total", kind="payment.conflicted") == 1
+
+
+async def test_a_capture_beyond_the_authorization_alerts_operators(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A manual capture the gateway says took more than was authorized ends conflicted like a
+    charge's mismatch does: one operator alert with the mismatch, counted, and the merchant's
+    notification is payment.conflicted."""
+    gateway = ScriptedGateway(
+        charges=[ChargeOutcome(state=ChargeState.AUTHORIZED, gateway_reference="ch_m")],
+        capture_outcome=ChargeOutcome(
+            state=ChargeState.SUCCEEDED, gateway_reference="ch_m", amount_captured=3000
+        ),
+    )
+    notifier = CountingAlerts()
+    async with running_payments(
+        time_skipping_env, session_factory(engine), gateway, notifier=notifier
+    ) as h:
+        handle = await h.start(payment_request(capture=CaptureMethod.MANUAL))
+        await h.wait_for_status(handle, PaymentStatus.AUTHORIZED)
+        await handle.execute_update(PaymentWorkflow.capture, CapturePayment(amount_minor=None))
+        view = await asyncio.wait_for(handle.result(), timeout=20)
+
+    assert view.status is PaymentStatus.CONFLICTED
+    assert [a.kind for a in notifier.alerts] == [EventType.PAYMENT_CONFLICTED]
+    assert notifier.alerts[0].reason == (
+        "gateway reported 3000 EUR captured, the authorization is 2500 EUR"
+    )
+    assert [n.event_type for n in notifier.sent][-1] == EventType.PAYMENT_CONFLICTED
     registry = notifier.metrics.registry
     assert count(registry, "paytide_operator_alerts_total", kind="payment.conflicted") == 1
 
