@@ -107,6 +107,8 @@ async def test_needs_attention_then_conflicted_alert_operators_and_reach_endpoin
     receiver, receiver_url = endpoint
     merchant = f"esc-{uuid.uuid4().hex[:10]}"
     settings = {**FAST, "ops_alert_url": ops_url, "ops_alert_secret": OPS_SECRET}
+    # The endpoint's receiver listens on this machine (127.0.0.1).
+    settings["webhook_allow_loopback"] = True
     async with running_stack(
         dev_env.client, database_url, default_merchant=merchant, **settings
     ) as stack:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import httpx
 import psycopg
@@ -15,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, exc
 from sqlmodel import Session
 from temporalio import activity
-from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -24,6 +25,8 @@ from ledger.engine import SessionFactory, create_ledger_engine, session_factory
 from paytide import search_attributes as sa
 from paytide.metrics import WorkerMetrics
 from tests.support.scripted_gateway import ScriptedGateway
+from tests.support.serve import serve
+from tests.support.webhook_recorder import WebhookRecorder
 from tests.workflow.harness import Notifier, event, payment_request, running_payments
 from workflows.contract import (
     CaptureMethod,
@@ -40,6 +43,9 @@ from workflows.payment import PaymentWorkflow
 
 PENDING = ChargeOutcome(state=ChargeState.PENDING, gateway_reference="ch_1")
 NUL_REFUSED = "PostgreSQL text fields cannot contain NUL (0x00) bytes"
+OPS_SECRET = "whsec_ops_workflow_escalation"
+# Longer than the harness's maximum webhook wait (600 s).
+PAST_MAX_WAIT = timedelta(seconds=700)
 
 
 @pytest.fixture
@@ -55,13 +61,21 @@ class CountingAlerts(Notifier):
     its counters are the worker's."""
 
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    # Where the real activity posts its alerts, if anywhere.
+    ops_url: str | None = None
 
     @activity.defn(name="alert_operators")
     async def alert(self, alert: OperatorAlert) -> NotificationResult:
         self.alerts.append(alert)
         async with httpx.AsyncClient() as client:
             real = NotificationActivities(
-                client, _no_sessions, callback_url=None, signing_secret=None, metrics=self.metrics
+                client,
+                _no_sessions,
+                callback_url=None,
+                signing_secret=None,
+                ops_url=self.ops_url,
+                ops_secret=OPS_SECRET if self.ops_url else None,
+                metrics=self.metrics,
             )
             return await real.alert_operators(alert)
 
@@ -183,6 +197,51 @@ async def test_a_capture_beyond_the_authorization_alerts_operators(
     assert [n.event_type for n in notifier.sent][-1] == EventType.PAYMENT_CONFLICTED
     registry = notifier.metrics.registry
     assert count(registry, "paytide_operator_alerts_total", kind="payment.conflicted") == 1
+
+
+async def test_each_time_a_payment_needs_attention_is_a_new_alert(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A payment that needs attention twice (no answer to its authorization, later none to its
+    capture) alerts the operators twice under two event ids, so a receiver that dedupes on the
+    id (as docs/webhooks.md asks) does not drop the second escalation as a re-delivery."""
+    gateway = ScriptedGateway(
+        charges=[PENDING],
+        lookups=[ChargeOutcome(state=ChargeState.PENDING)],
+        capture_outcome=ChargeOutcome(state=ChargeState.PENDING, gateway_reference="ch_1"),
+    )
+    ops = WebhookRecorder()
+    async with serve(ops.app) as ops_base:
+        notifier = CountingAlerts(ops_url=f"{ops_base}/webhooks")
+        async with running_payments(
+            time_skipping_env, session_factory(engine), gateway, notifier=notifier
+        ) as h:
+            handle = await h.start(payment_request(capture=CaptureMethod.MANUAL))
+            await time_skipping_env.sleep(PAST_MAX_WAIT)
+            await h.wait_for_status(handle, PaymentStatus.NEEDS_ATTENTION)
+            await handle.signal(
+                PaymentWorkflow.gateway_event, event("ch_1", ChargeState.AUTHORIZED)
+            )
+            await h.wait_for_status(handle, PaymentStatus.AUTHORIZED)
+            await handle.start_update(
+                PaymentWorkflow.capture,
+                CapturePayment(amount_minor=None),
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            )
+            await time_skipping_env.sleep(PAST_MAX_WAIT)  # the capture is never confirmed
+            await h.wait_for_status(handle, PaymentStatus.NEEDS_ATTENTION)
+            await handle.signal(PaymentWorkflow.gateway_event, event("ch_1"))
+            view = await asyncio.wait_for(handle.result(), timeout=20)
+
+    assert view.status is PaymentStatus.SUCCEEDED
+    assert [a.kind for a in notifier.alerts] == [EventType.PAYMENT_NEEDS_ATTENTION] * 2
+    sent = [webhook.json() for webhook in ops.delivered]
+    assert [body["type"] for body in sent] == ["payment.needs_attention"] * 2
+    assert [body["data"]["reason"] for body in sent] == [
+        "no final answer from the gateway within the maximum wait",
+        "the gateway never confirmed the capture or void",
+    ]
+    assert len({body["id"] for body in sent}) == 2, sent
 
 
 async def test_a_failing_alert_changes_no_outcome(
