@@ -11,6 +11,7 @@ makes a retried request join the same payment instead of charging again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -131,6 +132,8 @@ class PaymentWorkflow:
         self._cancel: CancelPayment | None = None
         self._cancel_sent = False
         self._capture: CapturePayment | None = None
+        # Escalation alerts still being sent (`_alert_beside`).
+        self._alerts: list[asyncio.Task[None]] = []
         # What was taken from the card, once the payment succeeded; refunds are bounded by it.
         self._amount_captured: int | None = None
         self._review: ReviewDecision | None = None
@@ -183,6 +186,7 @@ class PaymentWorkflow:
 
         if not await self._notify_merchant():
             await self._hold_for_redrive()
+        await self._alerts_done()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view()
 
@@ -645,7 +649,7 @@ class PaymentWorkflow:
         """The gateway contradicts the payment: conflicted, and the operators are alerted (the
         merchant's callback and endpoints hear of it with the final notification)."""
         await self._finish(PaymentStatus.CONFLICTED, mismatch)
-        await self._alert_operators(EventType.PAYMENT_CONFLICTED, reason=mismatch.message)
+        self._alert_beside(EventType.PAYMENT_CONFLICTED, reason=mismatch.message)
 
     async def _enter_waiting(self, waiting: PaymentStatus, outcome: ChargeOutcome) -> None:
         written, self._waiting_written = self._waiting_written, None
@@ -1050,10 +1054,26 @@ class PaymentWorkflow:
         self, reason: str, *, unrecoverable_step: str | None = None
     ) -> None:
         """The operators' alert and the merchant's endpoints; neither changes the payment."""
-        await self._alert_operators(
+        self._alert_beside(
             EventType.PAYMENT_NEEDS_ATTENTION, reason=reason, unrecoverable_step=unrecoverable_step
         )
         await self._emit_to_endpoints(EventType.PAYMENT_NEEDS_ATTENTION)
+
+    def _alert_beside(
+        self, kind: EventType, *, reason: str, unrecoverable_step: str | None = None
+    ) -> None:
+        """An escalation's alert, sent beside the payment: an alert channel that is down or slow
+        (NOTIFY_RETRY's tries, minutes in all) must not hold a webhook's settlement or the
+        merchant's notification. The workflow ends only once it is done (`_alerts_done`)."""
+        self._alerts.append(
+            asyncio.create_task(
+                self._alert_operators(kind, reason=reason, unrecoverable_step=unrecoverable_step)
+            )
+        )
+
+    async def _alerts_done(self) -> None:
+        while self._alerts:
+            await self._alerts.pop(0)
 
     # ---- A step that can never succeed ----------------------------------------------------
 
@@ -1090,6 +1110,7 @@ class PaymentWorkflow:
         self._enter(PaymentStatus.NEEDS_ATTENTION, reason=reason)
         await self._tell_needs_attention(reason, unrecoverable_step="ledger")
         self._release_waiters()
+        await self._alerts_done()
         await workflow.wait_condition(workflow.all_handlers_finished)
         raise ApplicationError(
             f"payment {self._request.payment_id} stopped in needs_attention: {reason}",

@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.notify import NotificationActivities
+from ledger import payments as ledger
 from ledger.engine import SessionFactory, create_ledger_engine, session_factory
 from paytide import search_attributes as sa
 from paytide.metrics import WorkerMetrics
@@ -267,6 +268,32 @@ async def test_a_failing_alert_changes_no_outcome(
     assert view.status is PaymentStatus.SUCCEEDED
     assert len(notifier.alerts) == 5  # NOTIFY_RETRY's attempts, then given up
     assert [n.event_type for n in notifier.emitted] == [EventType.PAYMENT_NEEDS_ATTENTION]
+
+
+async def test_a_failing_alert_does_not_hold_the_payment(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """While the operators' channel refuses the needs_attention alert (its retries and their
+    backoff), the gateway's late word still settles the payment at once: the alert runs beside
+    the payment, not in front of it."""
+    gateway = ScriptedGateway(charges=[PENDING], lookups=[ChargeOutcome(state=ChargeState.PENDING)])
+    notifier = FailingAlerts()
+    async with running_payments(
+        time_skipping_env, session_factory(engine), gateway, notifier=notifier
+    ) as h:
+        handle = await h.start()
+        # Escalated at the maximum wait (600 s); the signal comes 5 s later, mid-retries.
+        await time_skipping_env.sleep(timedelta(seconds=605))
+        await h.wait_for_status(handle, PaymentStatus.NEEDS_ATTENTION)
+        await handle.signal(PaymentWorkflow.gateway_event, event("ch_1"))
+        view = await asyncio.wait_for(handle.result(), timeout=20)
+
+    assert view.status is PaymentStatus.SUCCEEDED
+    assert len(notifier.alerts) == 5  # still tried as often
+    with Session(engine) as session:
+        at = {e.status: e.created_at for e in ledger.list_events(session, view.payment_id)}
+    # Held by the alert, it would settle only after NOTIFY_RETRY's backoff (1 + 2 + 4 + 8 s).
+    assert at["succeeded"] - at["needs_attention"] < timedelta(seconds=10)
 
 
 async def test_admission_the_ledger_refuses_fails_the_workflow_at_once(
