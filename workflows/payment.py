@@ -376,15 +376,21 @@ class PaymentWorkflow:
     async def _alert_operators(
         self, kind: EventType, *, reason: str | None = None, unrecoverable_step: str | None = None
     ) -> None:
+        await self._send_alert(
+            OperatorAlert(
+                payment=self._view(),
+                kind=kind,
+                reason=reason,
+                unrecoverable_step=unrecoverable_step,
+            )
+        )
+
+    async def _send_alert(self, alert: OperatorAlert) -> None:
+        kind = alert.kind
         try:
             await workflow.execute_activity_method(
                 NotificationActivities.alert_operators,
-                OperatorAlert(
-                    payment=self._view(),
-                    kind=kind,
-                    reason=reason,
-                    unrecoverable_step=unrecoverable_step,
-                ),
+                alert,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=NOTIFY_RETRY,
                 summary=f"alert operators: {kind}",
@@ -1065,11 +1071,11 @@ class PaymentWorkflow:
         """An escalation's alert, sent beside the payment: an alert channel that is down or slow
         (NOTIFY_RETRY's tries, minutes in all) must not hold a webhook's settlement or the
         merchant's notification. The workflow ends only once it is done (`_alerts_done`)."""
-        self._alerts.append(
-            asyncio.create_task(
-                self._alert_operators(kind, reason=reason, unrecoverable_step=unrecoverable_step)
-            )
+        # The payment as it is now, whenever the task first runs.
+        alert = OperatorAlert(
+            payment=self._view(), kind=kind, reason=reason, unrecoverable_step=unrecoverable_step
         )
+        self._alerts.append(asyncio.create_task(self._send_alert(alert)))
 
     async def _alerts_done(self) -> None:
         while self._alerts:
