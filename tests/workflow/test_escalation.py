@@ -21,8 +21,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.notify import NotificationActivities
+from gateways.base import GatewayRequestError
 from ledger import payments as ledger
 from ledger.engine import SessionFactory, create_ledger_engine, session_factory
+from ledger.models import Payment
 from paytide import search_attributes as sa
 from paytide.metrics import WorkerMetrics
 from tests.support.scripted_gateway import ScriptedGateway
@@ -354,3 +356,27 @@ async def test_a_later_ledger_write_refused_ends_in_needs_attention(
     assert [n.event_type for n in notifier.emitted] == [EventType.PAYMENT_NEEDS_ATTENTION]
     registry = notifier.metrics.registry
     assert count(registry, "paytide_payments_ended_unrecoverable_total", step="ledger") == 1
+
+
+async def test_a_refusal_longer_than_the_ledger_column_still_fails_the_payment(
+    time_skipping_env: WorkflowEnvironment, database_url: str
+) -> None:
+    """A gateway that refuses the charge with a 5,000-character message (a proxy's HTML page)
+    fails the payment as usual: the ledger keeps the message's first 1,000 characters instead
+    of PostgreSQL refusing the write and the payment stopping in needs_attention."""
+    gateway = ScriptedGateway(charges=[GatewayRequestError("<html>" + "x" * 5000)])
+    engine = create_ledger_engine(database_url)
+    try:
+        async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+            view = await asyncio.wait_for((await h.start()).result(), timeout=20)
+        with Session(engine) as session:
+            row = session.get(Payment, view.payment_id)
+            assert row is not None
+            status, message = row.status, row.failure_message
+    finally:
+        engine.dispose()
+
+    assert view.status is PaymentStatus.FAILED
+    assert status == "failed"
+    assert message is not None and len(message) == 1000
+    assert message.startswith("GatewayRequestError: <html>xxx")
