@@ -217,7 +217,14 @@ class PaymentWorkflow:
 
     @cancel.validator
     def _validate_cancel(self, request: CancelPayment) -> None:
-        if self._done or self._capture is not None:
+        if self._capture is not None and not self._done:
+            raise ApplicationError(
+                "this payment is being captured; it can no longer be canceled (refund it once "
+                "the capture has succeeded)",
+                type="payment_not_cancelable",
+                non_retryable=True,
+            )
+        if self._done:
             raise ApplicationError(
                 f"payment is {self._status.value}; only a payment that is not yet captured "
                 "or final can be canceled",
@@ -233,6 +240,14 @@ class PaymentWorkflow:
 
     @capture.validator
     def _validate_capture(self, request: CapturePayment) -> None:
+        if (self._capture or self._cancel) and not self._done:
+            doing = "captured" if self._capture else "canceled"
+            raise ApplicationError(
+                f"this payment is already being {doing}; wait for that to finish (GET the "
+                "payment) instead of capturing it again",
+                type="payment_not_capturable",
+                non_retryable=True,
+            )
         if self._status is not PaymentStatus.AUTHORIZED or self._capture or self._cancel:
             raise ApplicationError(
                 f"payment is {self._status.value}; only an authorized payment can be captured",
