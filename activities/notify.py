@@ -19,7 +19,7 @@ from ledger import payments
 from ledger.engine import SessionFactory, transaction
 from ledger.models import Payment
 from paytide.metrics import WorkerMetrics
-from workflows.contract import NotificationInput, NotificationResult, OperatorAlert
+from workflows.contract import NotificationInput, NotificationResult, OperatorAlert, PaymentView
 from workflows.delivery_contract import DeadLetter, ReceiptInput
 from workflows.dispute_contract import DisputeNotification
 from workflows.events import EventType
@@ -37,6 +37,15 @@ def event_id(payment_id: str, event_type: str) -> str:
     """Stable per payment and event type, so a receiver can drop re-deliveries."""
     digest = hashlib.sha256(f"{payment_id}:{event_type}".encode()).hexdigest()
     return f"evt_{digest[:24]}"
+
+
+def payment_subject(payment: PaymentView, event_type: str) -> str:
+    """What a payment event's id is derived from. A payment can need attention more than once
+    (no answer to its charge, later none to its capture): each time is its own event, named by
+    when it began, so a receiver that drops re-deliveries does not drop the next escalation."""
+    if event_type == EventType.PAYMENT_NEEDS_ATTENTION:
+        return f"{payment.payment_id}@{payment.updated_at}"
+    return payment.payment_id
 
 
 class NotificationActivities:
@@ -126,7 +135,7 @@ class NotificationActivities:
         data = public_payment(alert.payment)
         if alert.reason is not None:
             data["reason"] = alert.reason
-        return await self._alert(payment_id, alert.kind, data)
+        return await self._alert(payment_subject(alert.payment, alert.kind), alert.kind, data)
 
     @activity.defn(name="alert_operators_dispute")
     async def alert_operators_dispute(self, alert: DisputeNotification) -> NotificationResult:
@@ -182,7 +191,7 @@ class NotificationActivities:
         payment = notification.payment
         await self._emit(
             notification.merchant_id,
-            payment.payment_id,
+            payment_subject(payment, notification.event_type),
             notification.event_type,
             public_payment(payment),
         )

@@ -11,6 +11,11 @@ and holds it until a request arrives. `EdgeProtocol`, uvicorn's h11 protocol ext
 - **body timeout**: once the headers are in, the body must be complete within
   ``api_body_timeout`` seconds. Otherwise the client gets 408 ``body_timeout`` (when no answer
   has started) and the connection is closed; the handler reading the body sees a disconnect.
+- **send timeout**: whatever the server wrote must be read by the client within
+  ``api_send_timeout`` seconds; otherwise the connection is dropped (aborted, not closed: a
+  close waits for the client to read). Without it, a client that asks and never reads (a tiny
+  receive window, pipelined requests) holds its connection, and the limit's worth of them
+  refuses everyone else.
 - **connection limit**: a connection beyond ``api_max_connections`` open ones gets 503
   ``too_many_connections`` with ``Retry-After`` and is closed at once.
 - a request that is not valid HTTP, or whose headers exceed ``api_max_header_bytes``, gets 400
@@ -46,6 +51,7 @@ CONNECTIONS_RETRY_AFTER_SECONDS = 1
 class EdgeLimits:
     header_timeout: float
     body_timeout: float
+    send_timeout: float
     max_connections: int
     max_header_bytes: int
 
@@ -54,6 +60,7 @@ class EdgeLimits:
         return cls(
             header_timeout=settings.api_header_timeout,
             body_timeout=settings.api_body_timeout,
+            send_timeout=settings.api_send_timeout,
             max_connections=settings.api_max_connections,
             max_header_bytes=settings.api_max_header_bytes,
         )
@@ -100,9 +107,14 @@ class EdgeProtocol(H11Protocol):
         self.limits = config.limits
         self._headers_deadline: asyncio.TimerHandle | None = None
         self._body_deadline: asyncio.TimerHandle | None = None
+        self._send_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        # Told (pause_writing) as soon as the client has not taken everything written, not only
+        # past asyncio's 64 KiB: a smaller answer left unread would otherwise hold the connection
+        # for ever (even its close waits for the client to read).
+        transport.set_write_buffer_limits(high=0)
         if len(self.connections) > self.limits.max_connections:
             log.warning("api_connection_refused", limit=self.limits.max_connections)
             self._answer_and_close(
@@ -118,7 +130,17 @@ class EdgeProtocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_headers()
         self._disarm_body()
+        self._disarm_send()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_deadline is None:
+            self._send_deadline = self._arm(self.limits.send_timeout, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        self._disarm_send()
+        super().resume_writing()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -168,6 +190,11 @@ class EdgeProtocol(H11Protocol):
             self._body_deadline.cancel()
             self._body_deadline = None
 
+    def _disarm_send(self) -> None:
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
+            self._send_deadline = None
+
     def _arm(self, seconds: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
         return self.loop.call_later(seconds, callback)
 
@@ -177,6 +204,11 @@ class EdgeProtocol(H11Protocol):
             return
         log.info("api_request_headers_timed_out", timeout=self.limits.header_timeout)
         self.transport.close()
+
+    def _send_timed_out(self) -> None:
+        self._send_deadline = None
+        log.info("api_response_send_timed_out", timeout=self.limits.send_timeout)
+        self.transport.abort()
 
     def _body_timed_out(self) -> None:
         self._body_deadline = None

@@ -24,6 +24,17 @@ from workflows.contract import (
     Transition,
 )
 
+# The text columns' sizes (ledger/models.py). Gateways, proxies and operators write texts of any
+# length: PostgreSQL refuses a longer one (the write could never succeed), so it is cut to fit;
+# the event's ``detail`` keeps a failure's whole message.
+REASON_CHARS = 1000
+TEXT_CHARS = 1000
+FAILURE_CODE_CHARS = 64
+
+
+def _fitted(text: str | None, limit: int) -> str | None:
+    return None if text is None else text[:limit]
+
 
 def _moment(transition: Transition) -> datetime:
     return datetime.fromisoformat(transition.at) if transition.at else utcnow()
@@ -77,7 +88,7 @@ def apply_transition(session: Session, transition: Transition) -> bool:
             "payment_id": transition.payment_id,
             "seq": transition.seq,
             "status": transition.status.value,
-            "reason": transition.reason,
+            "reason": _fitted(transition.reason, REASON_CHARS),
             "detail": _detail(transition),
             "created_at": at,
         },
@@ -95,8 +106,8 @@ def apply_transition(session: Session, transition: Transition) -> bool:
             "new_gateway_reference": transition.gateway_reference,
             "new_risk_score": risk.score if risk else None,
             "new_risk_factors": [asdict(factor) for factor in risk.factors] if risk else None,
-            "new_failure_code": failure.code if failure else None,
-            "new_failure_message": failure.message if failure else None,
+            "new_failure_code": _fitted(failure.code, FAILURE_CODE_CHARS) if failure else None,
+            "new_failure_message": _fitted(failure.message, TEXT_CHARS) if failure else None,
             "new_failure_retryable": failure.retryable if failure else None,
             "new_amount_captured": transition.amount_captured,
         },
@@ -134,7 +145,7 @@ def record_notification(
             "event_type": event_type,
             "status": status,
             "attempts": attempts,
-            "last_error": error,
+            "last_error": _fitted(error, TEXT_CHARS),
             "created_at": utcnow(),
             "updated_at": utcnow(),
         },
@@ -147,7 +158,12 @@ def record_notification(
                 col(Notification.payment_id) == payment_id,
                 col(Notification.event_type) == event_type,
             )
-            .values(status=status, attempts=attempts, last_error=error, updated_at=utcnow())
+            .values(
+                status=status,
+                attempts=attempts,
+                last_error=_fitted(error, TEXT_CHARS),
+                updated_at=utcnow(),
+            )
         )
 
 

@@ -121,9 +121,11 @@ class Settings(BaseSettings):
     # a connection that has not sent a request's headers within api_header_timeout seconds is
     # closed; a body not received within api_body_timeout seconds of its headers is answered
     # 408 and closed; connections beyond api_max_connections are answered 503 and closed; a
-    # request whose headers exceed api_max_header_bytes is answered 400.
+    # request whose headers exceed api_max_header_bytes is answered 400; a connection whose
+    # client has not read what the server wrote within api_send_timeout seconds is dropped.
     api_header_timeout: PositiveSeconds = 10.0
     api_body_timeout: PositiveSeconds = 30.0
+    api_send_timeout: PositiveSeconds = 30.0
     api_max_connections: Annotated[int, Field(ge=1)] = 1000
     api_max_header_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024
     # Failed authentication per client address (api/auth_failures.py): `auth_failure_limit`

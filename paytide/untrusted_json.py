@@ -2,15 +2,19 @@
 
 ``json.loads`` alone turns two small hostile bodies into crashes instead of answers: an integer
 of a few thousand digits (``ValueError`` from Python's integer string conversion limit) and a
-document of deep nesting (``RecursionError``). Here both, and the non-standard constants
-``NaN``/``Infinity``, become one `UntrustedJsonError`, a ``ValueError`` whose ``code`` says
-which rule the document broke, so every caller can answer 400 instead of 500.
+document of deep nesting (``RecursionError``). Here both, the non-standard constants
+``NaN``/``Infinity``, and strings that are not Unicode text (an unpaired UTF-16 surrogate such as
+``"\ud800"``, escaped or raw, which ``json.loads`` lets through and every later UTF-8 encoder,
+the ledger's and the gateways' SDKs', refuses) become one `UntrustedJsonError`, a ``ValueError``
+whose ``code`` says which rule the document broke, so every caller can answer 400 instead of 500
+or a payment that fails later.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 # Containers inside containers. paytide's own bodies need 4 (codec payloads), gateway events
@@ -18,6 +22,8 @@ from typing import Any
 MAX_DEPTH = 32
 # Characters of one number literal. Amounts and timestamps need under 20.
 MAX_NUMBER_CHARS = 64
+# An escape that may stand for a surrogate; only a document with one needs its strings checked.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class UntrustedJsonError(ValueError):
@@ -30,25 +36,50 @@ class UntrustedJsonError(ValueError):
 
 def loads(document: bytes | str) -> Any:
     """Parse ``document`` (UTF-8/16/32 bytes or text), refusing nesting deeper than
-    `MAX_DEPTH`, number literals longer than `MAX_NUMBER_CHARS` and NaN/Infinity."""
+    `MAX_DEPTH`, number literals longer than `MAX_NUMBER_CHARS`, NaN/Infinity and strings with
+    an unpaired surrogate."""
     try:
-        value = json.loads(
-            document, parse_int=_integer, parse_float=_float, parse_constant=_constant
-        )
+        text = _text(document)
+        value = json.loads(text, parse_int=_integer, parse_float=_float, parse_constant=_constant)
     except RecursionError:
         raise _too_deep() from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (json.JSONDecodeError, UnicodeError) as error:
         raise UntrustedJsonError("malformed_json", f"the JSON is not valid: {error}") from None
-    if _containers(document) > MAX_DEPTH:
+    if text.count("[") + text.count("{") > MAX_DEPTH:
         _check_depth(value)
+    if _SURROGATE_ESCAPE.search(text):
+        _check_text(value)
     return value
 
 
-def _containers(document: bytes | str) -> int:
-    """An upper bound on the nesting depth, cheap enough to skip the walk for ordinary bodies."""
+def _text(document: bytes | str) -> str:
+    """The document as text, strictly: json.loads would decode raw surrogates in bytes
+    ("surrogatepass") and take them in text."""
     if isinstance(document, str):
-        return document.count("[") + document.count("{")
-    return document.count(b"[") + document.count(b"{")
+        document.encode("utf-8")  # UnicodeEncodeError on an unpaired surrogate
+        return document
+    return document.decode(json.detect_encoding(document))
+
+
+def _check_text(value: Any) -> None:
+    """Every key and string of ``value`` is Unicode text: no unpaired surrogate."""
+    pending = [value]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            pending.extend(node)
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UntrustedJsonError(
+                    "malformed_json",
+                    "the JSON has a string with an unpaired UTF-16 surrogate (such as \\ud800), "
+                    "which is not Unicode text; send UTF-8 text",
+                ) from None
 
 
 def _check_depth(value: Any) -> None:

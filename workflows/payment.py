@@ -11,6 +11,7 @@ makes a retried request join the same payment instead of charging again.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -131,6 +132,8 @@ class PaymentWorkflow:
         self._cancel: CancelPayment | None = None
         self._cancel_sent = False
         self._capture: CapturePayment | None = None
+        # Escalation alerts still being sent (`_alert_beside`).
+        self._alerts: list[asyncio.Task[None]] = []
         # What was taken from the card, once the payment succeeded; refunds are bounded by it.
         self._amount_captured: int | None = None
         self._review: ReviewDecision | None = None
@@ -183,6 +186,7 @@ class PaymentWorkflow:
 
         if not await self._notify_merchant():
             await self._hold_for_redrive()
+        await self._alerts_done()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view()
 
@@ -213,7 +217,14 @@ class PaymentWorkflow:
 
     @cancel.validator
     def _validate_cancel(self, request: CancelPayment) -> None:
-        if self._done or self._capture is not None:
+        if self._capture is not None and not self._done:
+            raise ApplicationError(
+                "this payment is being captured; it can no longer be canceled (refund it once "
+                "the capture has succeeded)",
+                type="payment_not_cancelable",
+                non_retryable=True,
+            )
+        if self._done:
             raise ApplicationError(
                 f"payment is {self._status.value}; only a payment that is not yet captured "
                 "or final can be canceled",
@@ -229,6 +240,14 @@ class PaymentWorkflow:
 
     @capture.validator
     def _validate_capture(self, request: CapturePayment) -> None:
+        if (self._capture or self._cancel) and not self._done:
+            doing = "captured" if self._capture else "canceled"
+            raise ApplicationError(
+                f"this payment is already being {doing}; wait for that to finish (GET the "
+                "payment) instead of capturing it again",
+                type="payment_not_capturable",
+                non_retryable=True,
+            )
         if self._status is not PaymentStatus.AUTHORIZED or self._capture or self._cancel:
             raise ApplicationError(
                 f"payment is {self._status.value}; only an authorized payment can be captured",
@@ -372,15 +391,21 @@ class PaymentWorkflow:
     async def _alert_operators(
         self, kind: EventType, *, reason: str | None = None, unrecoverable_step: str | None = None
     ) -> None:
+        await self._send_alert(
+            OperatorAlert(
+                payment=self._view(),
+                kind=kind,
+                reason=reason,
+                unrecoverable_step=unrecoverable_step,
+            )
+        )
+
+    async def _send_alert(self, alert: OperatorAlert) -> None:
+        kind = alert.kind
         try:
             await workflow.execute_activity_method(
                 NotificationActivities.alert_operators,
-                OperatorAlert(
-                    payment=self._view(),
-                    kind=kind,
-                    reason=reason,
-                    unrecoverable_step=unrecoverable_step,
-                ),
+                alert,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=NOTIFY_RETRY,
                 summary=f"alert operators: {kind}",
@@ -624,9 +649,7 @@ class PaymentWorkflow:
                 message=f"gateway reported {outcome.amount_minor} {outcome.currency}, "
                 f"payment is {self._request.amount_minor} {self._request.currency}",
             )
-            await self._finish(PaymentStatus.CONFLICTED, mismatch)
-            # The merchant's callback and endpoints hear of it with the final notification.
-            await self._alert_operators(EventType.PAYMENT_CONFLICTED, reason=mismatch.message)
+            await self._end_conflicted(mismatch)
             return
         status = _OUTCOME_STATUS.get(outcome.state)
         if status is None:
@@ -642,6 +665,12 @@ class PaymentWorkflow:
         if status is PaymentStatus.SUCCEEDED:
             self._amount_captured = self._request.amount_minor  # automatic capture takes it all
         await self._finish(status, failure, reason=reason)
+
+    async def _end_conflicted(self, mismatch: Failure) -> None:
+        """The gateway contradicts the payment: conflicted, and the operators are alerted (the
+        merchant's callback and endpoints hear of it with the final notification)."""
+        await self._finish(PaymentStatus.CONFLICTED, mismatch)
+        self._alert_beside(EventType.PAYMENT_CONFLICTED, reason=mismatch.message)
 
     async def _enter_waiting(self, waiting: PaymentStatus, outcome: ChargeOutcome) -> None:
         written, self._waiting_written = self._waiting_written, None
@@ -709,13 +738,12 @@ class PaymentWorkflow:
         captured = asked if outcome.amount_captured is None else outcome.amount_captured
         said_currency = (outcome.currency or currency).upper()
         if not 0 < captured <= amount or said_currency != currency:
-            await self._finish(
-                PaymentStatus.CONFLICTED,
+            await self._end_conflicted(
                 Failure(
                     code="amount_mismatch",
                     message=f"gateway reported {captured} {said_currency} captured, "
                     f"the authorization is {amount} {currency}",
-                ),
+                )
             )
             return
         if captured != asked:
@@ -1047,10 +1075,26 @@ class PaymentWorkflow:
         self, reason: str, *, unrecoverable_step: str | None = None
     ) -> None:
         """The operators' alert and the merchant's endpoints; neither changes the payment."""
-        await self._alert_operators(
+        self._alert_beside(
             EventType.PAYMENT_NEEDS_ATTENTION, reason=reason, unrecoverable_step=unrecoverable_step
         )
         await self._emit_to_endpoints(EventType.PAYMENT_NEEDS_ATTENTION)
+
+    def _alert_beside(
+        self, kind: EventType, *, reason: str, unrecoverable_step: str | None = None
+    ) -> None:
+        """An escalation's alert, sent beside the payment: an alert channel that is down or slow
+        (NOTIFY_RETRY's tries, minutes in all) must not hold a webhook's settlement or the
+        merchant's notification. The workflow ends only once it is done (`_alerts_done`)."""
+        # The payment as it is now, whenever the task first runs.
+        alert = OperatorAlert(
+            payment=self._view(), kind=kind, reason=reason, unrecoverable_step=unrecoverable_step
+        )
+        self._alerts.append(asyncio.create_task(self._send_alert(alert)))
+
+    async def _alerts_done(self) -> None:
+        while self._alerts:
+            await self._alerts.pop(0)
 
     # ---- A step that can never succeed ----------------------------------------------------
 
@@ -1087,6 +1131,7 @@ class PaymentWorkflow:
         self._enter(PaymentStatus.NEEDS_ATTENTION, reason=reason)
         await self._tell_needs_attention(reason, unrecoverable_step="ledger")
         self._release_waiters()
+        await self._alerts_done()
         await workflow.wait_condition(workflow.all_handlers_finished)
         raise ApplicationError(
             f"payment {self._request.payment_id} stopped in needs_attention: {reason}",

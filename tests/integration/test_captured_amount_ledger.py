@@ -3,7 +3,9 @@ and migration 0007 fills it in where it is known (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from alembic import command
@@ -75,6 +77,26 @@ def test_refunds_are_bounded_by_the_captured_amount(ledger_engine: Engine) -> No
     assert more is not None and more.code == "refund_exceeds_refundable"
     assert left == 0
     assert refund_rows(ledger_engine, payment.payment_id) == [("succeeded", 300)]
+
+
+def test_concurrent_partial_refunds_never_exceed_a_partial_capture(ledger_engine: Engine) -> None:
+    """300 captured of 1000, eight refunds of 100 reserved at once on their own connections:
+    exactly three are accepted, so together they never pass what was captured."""
+    payment = seed_succeeded_payment(
+        session_factory(ledger_engine), amount_minor=1000, amount_captured=300
+    )
+    start = threading.Barrier(8)
+
+    def one() -> Failure | None:
+        start.wait()
+        return reserve(ledger_engine, payment, 100)[1]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        refusals = list(pool.map(lambda _: one(), range(8)))
+
+    assert sum(refusal is None for refusal in refusals) == 3
+    assert {r.code for r in refusals if r is not None} == {"refund_exceeds_refundable"}
+    assert refund_rows(ledger_engine, payment.payment_id) == [("pending", 100)] * 3
 
 
 def test_a_payment_without_a_recorded_capture_is_not_refundable(ledger_engine: Engine) -> None:

@@ -38,6 +38,7 @@ pytestmark = pytest.mark.integration
 UNREACHABLE_TEMPORAL = "127.0.0.1:1"
 HEADER_TIMEOUT = 0.5
 BODY_TIMEOUT = 0.5
+SEND_TIMEOUT = 0.5
 MAX_CONNECTIONS = 3
 MAX_HEADER_BYTES = 4096
 # How much later than its deadline a cut-off may come on a loaded test machine.
@@ -63,6 +64,7 @@ async def edge_api(folder: Path) -> AsyncIterator[Edge]:
         temporal_address=UNREACHABLE_TEMPORAL,
         api_header_timeout=HEADER_TIMEOUT,
         api_body_timeout=BODY_TIMEOUT,
+        api_send_timeout=SEND_TIMEOUT,
         api_max_connections=MAX_CONNECTIONS,
         api_max_header_bytes=MAX_HEADER_BYTES,
     )
@@ -245,6 +247,37 @@ async def test_connections_beyond_the_limit_get_503_and_normal_requests_work_aft
                 while (response := await client.get("/healthz")).status_code == 503:
                     await asyncio.sleep(0.05)
             assert response.status_code == 200
+
+
+def _never_reading(host: str, port: int, requests: bytes) -> socket.socket:
+    """A connection that sends ``requests`` and never reads an answer (a tiny receive window)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    sock.connect((host, port))
+    sock.sendall(requests)
+    return sock
+
+
+async def test_clients_that_never_read_their_answers_do_not_hold_the_connections(
+    tmp_path: Path,
+) -> None:
+    """Connections whose client pipelines requests and never reads the answers are dropped after
+    the send timeout, so the limit's worth of them does not refuse everyone else for ever."""
+    async with edge_api(tmp_path) as edge:
+        requests = get("/openapi.json") * 100
+        held = [
+            await asyncio.to_thread(_never_reading, edge.host, edge.port, requests)
+            for _ in range(MAX_CONNECTIONS)
+        ]
+        try:
+            async with httpx.AsyncClient(base_url=edge.url, timeout=5) as client:
+                async with asyncio.timeout(SEND_TIMEOUT + SLACK):
+                    while (response := await client.get("/healthz")).status_code == 503:
+                        await asyncio.sleep(0.1)
+                assert response.status_code == 200
+        finally:
+            for sock in held:
+                sock.close()
 
 
 async def test_headers_larger_than_the_limit_get_400(edge: Edge) -> None:

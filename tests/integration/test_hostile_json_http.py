@@ -1,5 +1,5 @@
-"""Hostile JSON bodies (a 5,000-digit integer, 100,000 nested arrays) are refused with 400 and the
-usual error object on every endpoint that parses JSON, and change nothing.
+"""Hostile JSON bodies (a 5,000-digit integer, 100,000 nested arrays, an unpaired surrogate) are
+refused with 400 and the usual error object on every endpoint that parses JSON, and change nothing.
 
 The real app runs under uvicorn with its lifespan; Temporal points at a closed port, so a body
 that got past parsing would fail loudly instead of passing by accident.
@@ -41,8 +41,10 @@ HOSTILE = {
     "long_integer": (b'{"amount": ' + b"9" * 5000 + b"}", "json_number_too_long"),
     "deep_arrays": (b"[" * 30_000 + b"]" * 30_000, "json_too_deep"),
     "deeper_arrays": (b"[" * 100_000 + b"]" * 100_000, "json_too_deep"),
+    # Parsed by json.loads into a str that no UTF-8 encoder (ledger, gateway SDK) ever writes.
+    "unpaired_surrogate": (b'{"metadata": {"note": "\\udfff"}}', "malformed_json"),
 }
-SMALL_HOSTILE = ["deep_arrays", "long_integer"]
+SMALL_HOSTILE = ["deep_arrays", "long_integer", "unpaired_surrogate"]
 
 
 @dataclass
@@ -139,6 +141,21 @@ async def test_hostile_json_body_is_400(api: Api, endpoint: str, hostile: str) -
     before = rows(api.ledger_url)
     response = await api.client.post(path, content=body, headers=headers)
     assert_refused(response, code)
+    assert rows(api.ledger_url) == before
+
+
+async def test_a_payment_with_an_unpaired_surrogate_in_its_metadata_is_400(api: Api) -> None:
+    """An otherwise valid payment whose metadata holds "\\ud800" is 400 malformed_json and records
+    nothing, instead of a 202 whose charge fails at the gateway's encoder on every try."""
+    body = (
+        b'{"amount": 1999, "currency": "USD", "customer_id": "cus_s", "order_id": "order_s", '
+        b'"payment_method": "pm_sandbox_ok", "metadata": {"note": "gift \\ud800 card"}}'
+    )
+    path, headers = endpoints(api)["create_payment"]
+    before = rows(api.ledger_url)
+    response = await api.client.post(path, content=body, headers=headers)
+    assert_refused(response, "malformed_json")
+    assert "surrogate" in response.json()["error"]["message"]
     assert rows(api.ledger_url) == before
 
 

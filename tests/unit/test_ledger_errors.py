@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg
 import pytest
-from sqlalchemy import exc
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, create_engine, exc
+from temporalio.exceptions import ApplicationError
 
 from activities.ledger_errors import REJECTED, UNAVAILABLE, classified, ledger_error
 from workflows.retries import LEDGER_RETRY, NOTIFY_RETRY
@@ -53,3 +56,29 @@ def test_shared_retry_policies_have_a_limit() -> None:
     """No shared policy retries for ever (maximum_attempts 0 means unlimited)."""
     assert LEDGER_RETRY.maximum_attempts > 0
     assert NOTIFY_RETRY.maximum_attempts > 0
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"amount": 1, "email": "someone@example.com", "at": "not a datetime"},
+        {"amount": 1, "email": "someone@example.com \ud800"},
+        {"amount": 2**70, "email": "someone@example.com"},
+    ],
+    ids=["bind_processing", "unencodable_text", "integer_overflow"],
+)
+def test_parameters_the_driver_cannot_send_are_rejected_without_them(row: dict[str, Any]) -> None:
+    """A write whose parameters cannot even be sent (SQLAlchemy's StatementError, the driver's
+    UnicodeEncodeError or OverflowError) fails the same on every try: LedgerRejected at once,
+    and its message carries neither the SQL nor the parameters (personal data)."""
+    table = Table(
+        "t", MetaData(), Column("amount", Integer), Column("email", String), Column("at", DateTime)
+    )
+    engine = create_engine("sqlite://")
+    table.metadata.create_all(engine)
+    with pytest.raises(ApplicationError) as raised, classified(), engine.begin() as connection:
+        connection.execute(table.insert(), row)
+    assert raised.value.type == REJECTED and raised.value.non_retryable
+    message = str(raised.value)
+    assert "INSERT" not in message and "someone@example.com" not in message
+    assert raised.value.__cause__ is None

@@ -56,3 +56,36 @@ def test_undecodable_bytes_are_malformed() -> None:
     """Bytes that are no Unicode encoding are malformed_json, still a ValueError for callers."""
     with pytest.raises(ValueError, match="not valid"):
         loads(b'"\xff"')
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b'{"description": "gift\\ud800card"}',
+        b'{"metadata": {"note": "\\udfff"}}',
+        b'{"metadata": {"\\udc00": "key"}}',
+        b'["\\ud83d"]',
+        b'"\xed\xa0\x80"',
+        '"\ud800"',
+        '"\ud800"'.encode("utf-16-le", "surrogatepass"),
+    ],
+    ids=[
+        "escaped",
+        "escaped_value",
+        "escaped_key",
+        "high_without_low",
+        "raw_utf8",
+        "text",
+        "utf16",
+    ],
+)
+def test_unpaired_surrogates_are_malformed(document: bytes | str) -> None:
+    """A string with an unpaired UTF-16 surrogate, escaped or raw, is malformed_json: no UTF-8
+    encoder downstream (ledger, gateway SDKs) could ever write it."""
+    assert code_of(document) == "malformed_json"
+
+
+def test_escaped_surrogate_pairs_and_escaped_backslashes_parse() -> None:
+    """A surrogate pair is one character, and an escaped backslash before "ud800" is text."""
+    assert loads(b'{"emoji": "\\ud83d\\ude00"}') == {"emoji": "\U0001f600"}
+    assert loads(b'"\\\\ud800"') == "\\ud800"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import httpx
 import psycopg
@@ -15,17 +16,24 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, exc
 from sqlmodel import Session
 from temporalio import activity
-from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.notify import NotificationActivities
+from gateways.base import GatewayRequestError
+from ledger import payments as ledger
 from ledger.engine import SessionFactory, create_ledger_engine, session_factory
+from ledger.models import Payment
 from paytide import search_attributes as sa
 from paytide.metrics import WorkerMetrics
 from tests.support.scripted_gateway import ScriptedGateway
+from tests.support.serve import serve
+from tests.support.webhook_recorder import WebhookRecorder
 from tests.workflow.harness import Notifier, event, payment_request, running_payments
 from workflows.contract import (
+    CaptureMethod,
+    CapturePayment,
     ChargeOutcome,
     ChargeState,
     InitiateRequest,
@@ -38,6 +46,9 @@ from workflows.payment import PaymentWorkflow
 
 PENDING = ChargeOutcome(state=ChargeState.PENDING, gateway_reference="ch_1")
 NUL_REFUSED = "PostgreSQL text fields cannot contain NUL (0x00) bytes"
+OPS_SECRET = "whsec_ops_workflow_escalation"
+# Longer than the harness's maximum webhook wait (600 s).
+PAST_MAX_WAIT = timedelta(seconds=700)
 
 
 @pytest.fixture
@@ -53,13 +64,21 @@ class CountingAlerts(Notifier):
     its counters are the worker's."""
 
     metrics: WorkerMetrics = field(default_factory=WorkerMetrics)
+    # Where the real activity posts its alerts, if anywhere.
+    ops_url: str | None = None
 
     @activity.defn(name="alert_operators")
     async def alert(self, alert: OperatorAlert) -> NotificationResult:
         self.alerts.append(alert)
         async with httpx.AsyncClient() as client:
             real = NotificationActivities(
-                client, _no_sessions, callback_url=None, signing_secret=None, metrics=self.metrics
+                client,
+                _no_sessions,
+                callback_url=None,
+                signing_secret=None,
+                ops_url=self.ops_url,
+                ops_secret=OPS_SECRET if self.ops_url else None,
+                metrics=self.metrics,
             )
             return await real.alert_operators(alert)
 
@@ -152,6 +171,82 @@ async def test_conflicted_alerts_operators_and_notifies_the_merchant(
     assert count(registry, "paytide_operator_alerts_total", kind="payment.conflicted") == 1
 
 
+async def test_a_capture_beyond_the_authorization_alerts_operators(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A manual capture the gateway says took more than was authorized ends conflicted like a
+    charge's mismatch does: one operator alert with the mismatch, counted, and the merchant's
+    notification is payment.conflicted."""
+    gateway = ScriptedGateway(
+        charges=[ChargeOutcome(state=ChargeState.AUTHORIZED, gateway_reference="ch_m")],
+        capture_outcome=ChargeOutcome(
+            state=ChargeState.SUCCEEDED, gateway_reference="ch_m", amount_captured=3000
+        ),
+    )
+    notifier = CountingAlerts()
+    async with running_payments(
+        time_skipping_env, session_factory(engine), gateway, notifier=notifier
+    ) as h:
+        handle = await h.start(payment_request(capture=CaptureMethod.MANUAL))
+        await h.wait_for_status(handle, PaymentStatus.AUTHORIZED)
+        await handle.execute_update(PaymentWorkflow.capture, CapturePayment(amount_minor=None))
+        view = await asyncio.wait_for(handle.result(), timeout=20)
+
+    assert view.status is PaymentStatus.CONFLICTED
+    assert [a.kind for a in notifier.alerts] == [EventType.PAYMENT_CONFLICTED]
+    assert notifier.alerts[0].reason == (
+        "gateway reported 3000 EUR captured, the authorization is 2500 EUR"
+    )
+    assert [n.event_type for n in notifier.sent][-1] == EventType.PAYMENT_CONFLICTED
+    registry = notifier.metrics.registry
+    assert count(registry, "paytide_operator_alerts_total", kind="payment.conflicted") == 1
+
+
+async def test_each_time_a_payment_needs_attention_is_a_new_alert(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A payment that needs attention twice (no answer to its authorization, later none to its
+    capture) alerts the operators twice under two event ids, so a receiver that dedupes on the
+    id (as docs/webhooks.md asks) does not drop the second escalation as a re-delivery."""
+    gateway = ScriptedGateway(
+        charges=[PENDING],
+        lookups=[ChargeOutcome(state=ChargeState.PENDING)],
+        capture_outcome=ChargeOutcome(state=ChargeState.PENDING, gateway_reference="ch_1"),
+    )
+    ops = WebhookRecorder()
+    async with serve(ops.app) as ops_base:
+        notifier = CountingAlerts(ops_url=f"{ops_base}/webhooks")
+        async with running_payments(
+            time_skipping_env, session_factory(engine), gateway, notifier=notifier
+        ) as h:
+            handle = await h.start(payment_request(capture=CaptureMethod.MANUAL))
+            await time_skipping_env.sleep(PAST_MAX_WAIT)
+            await h.wait_for_status(handle, PaymentStatus.NEEDS_ATTENTION)
+            await handle.signal(
+                PaymentWorkflow.gateway_event, event("ch_1", ChargeState.AUTHORIZED)
+            )
+            await h.wait_for_status(handle, PaymentStatus.AUTHORIZED)
+            await handle.start_update(
+                PaymentWorkflow.capture,
+                CapturePayment(amount_minor=None),
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            )
+            await time_skipping_env.sleep(PAST_MAX_WAIT)  # the capture is never confirmed
+            await h.wait_for_status(handle, PaymentStatus.NEEDS_ATTENTION)
+            await handle.signal(PaymentWorkflow.gateway_event, event("ch_1"))
+            view = await asyncio.wait_for(handle.result(), timeout=20)
+
+    assert view.status is PaymentStatus.SUCCEEDED
+    assert [a.kind for a in notifier.alerts] == [EventType.PAYMENT_NEEDS_ATTENTION] * 2
+    sent = [webhook.json() for webhook in ops.delivered]
+    assert [body["type"] for body in sent] == ["payment.needs_attention"] * 2
+    assert [body["data"]["reason"] for body in sent] == [
+        "no final answer from the gateway within the maximum wait",
+        "the gateway never confirmed the capture or void",
+    ]
+    assert len({body["id"] for body in sent}) == 2, sent
+
+
 async def test_a_failing_alert_changes_no_outcome(
     time_skipping_env: WorkflowEnvironment, engine: Engine
 ) -> None:
@@ -175,6 +270,32 @@ async def test_a_failing_alert_changes_no_outcome(
     assert view.status is PaymentStatus.SUCCEEDED
     assert len(notifier.alerts) == 5  # NOTIFY_RETRY's attempts, then given up
     assert [n.event_type for n in notifier.emitted] == [EventType.PAYMENT_NEEDS_ATTENTION]
+
+
+async def test_a_failing_alert_does_not_hold_the_payment(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """While the operators' channel refuses the needs_attention alert (its retries and their
+    backoff), the gateway's late word still settles the payment at once: the alert runs beside
+    the payment, not in front of it."""
+    gateway = ScriptedGateway(charges=[PENDING], lookups=[ChargeOutcome(state=ChargeState.PENDING)])
+    notifier = FailingAlerts()
+    async with running_payments(
+        time_skipping_env, session_factory(engine), gateway, notifier=notifier
+    ) as h:
+        handle = await h.start()
+        # Escalated at the maximum wait (600 s); the signal comes 5 s later, mid-retries.
+        await time_skipping_env.sleep(timedelta(seconds=605))
+        await h.wait_for_status(handle, PaymentStatus.NEEDS_ATTENTION)
+        await handle.signal(PaymentWorkflow.gateway_event, event("ch_1"))
+        view = await asyncio.wait_for(handle.result(), timeout=20)
+
+    assert view.status is PaymentStatus.SUCCEEDED
+    assert len(notifier.alerts) == 5  # still tried as often
+    with Session(engine) as session:
+        at = {e.status: e.created_at for e in ledger.list_events(session, view.payment_id)}
+    # Held by the alert, it would settle only after NOTIFY_RETRY's backoff (1 + 2 + 4 + 8 s).
+    assert at["succeeded"] - at["needs_attention"] < timedelta(seconds=10)
 
 
 async def test_admission_the_ledger_refuses_fails_the_workflow_at_once(
@@ -235,3 +356,27 @@ async def test_a_later_ledger_write_refused_ends_in_needs_attention(
     assert [n.event_type for n in notifier.emitted] == [EventType.PAYMENT_NEEDS_ATTENTION]
     registry = notifier.metrics.registry
     assert count(registry, "paytide_payments_ended_unrecoverable_total", step="ledger") == 1
+
+
+async def test_a_refusal_longer_than_the_ledger_column_still_fails_the_payment(
+    time_skipping_env: WorkflowEnvironment, database_url: str
+) -> None:
+    """A gateway that refuses the charge with a 5,000-character message (a proxy's HTML page)
+    fails the payment as usual: the ledger keeps the message's first 1,000 characters instead
+    of PostgreSQL refusing the write and the payment stopping in needs_attention."""
+    gateway = ScriptedGateway(charges=[GatewayRequestError("<html>" + "x" * 5000)])
+    engine = create_ledger_engine(database_url)
+    try:
+        async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+            view = await asyncio.wait_for((await h.start()).result(), timeout=20)
+        with Session(engine) as session:
+            row = session.get(Payment, view.payment_id)
+            assert row is not None
+            status, message = row.status, row.failure_message
+    finally:
+        engine.dispose()
+
+    assert view.status is PaymentStatus.FAILED
+    assert status == "failed"
+    assert message is not None and len(message) == 1000
+    assert message.startswith("GatewayRequestError: <html>xxx")

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine
-from temporalio.client import WorkflowUpdateStage
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.testing import WorkflowEnvironment
 
 from ledger import payments as ledger
@@ -17,6 +17,7 @@ from ledger.models import Payment
 from tests.support.scripted_gateway import ScriptedGateway
 from tests.workflow.harness import event, payment_request, running_payments
 from workflows.contract import (
+    CancelPayment,
     CaptureMethod,
     CapturePayment,
     ChargeOutcome,
@@ -196,3 +197,34 @@ async def test_automatic_capture_records_the_whole_amount(
     for view in (answered, signaled):
         assert (view.status, view.amount_captured) == (PaymentStatus.SUCCEEDED, 2500)
         assert ledger_captured(engine, view.payment_id)[:2] == ("succeeded", 2500)
+
+
+async def test_a_second_capture_while_one_is_under_way_says_so(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A capture (or a cancel) sent while a capture is under way is refused saying that a
+    capture is under way, not that the payment, still authorized, is not authorized."""
+    gateway = ScriptedGateway(
+        charges=[AUTHORIZED],
+        capture_outcome=ChargeOutcome(state=ChargeState.PENDING, gateway_reference="ch_m"),
+    )
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start(payment_request(capture=CaptureMethod.MANUAL))
+        await h.wait_for_status(handle, PaymentStatus.AUTHORIZED)
+        await handle.start_update(
+            PaymentWorkflow.capture,
+            CapturePayment(amount_minor=300),
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+        )
+        refused = []
+        for update, argument in (
+            (PaymentWorkflow.capture, CapturePayment(amount_minor=500)),
+            (PaymentWorkflow.cancel, CancelPayment(reason="changed my mind")),
+        ):
+            with pytest.raises(WorkflowUpdateFailedError) as failed:
+                await handle.execute_update(update, argument)  # type: ignore[arg-type]
+            refused.append(str(failed.value.cause))
+        await handle.terminate("test over")
+
+    assert "already being captured" in refused[0] and "is authorized" not in refused[0]
+    assert "being captured" in refused[1] and "is authorized" not in refused[1]
