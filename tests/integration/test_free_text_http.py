@@ -23,9 +23,10 @@ from tests.integration.stack import Stack, running_stack
 
 pytestmark = pytest.mark.integration
 
-# One of each kind the rule refuses: NUL, another C0, a line break, DEL, C1, U+2028, a lone
-# surrogate (sent as the JSON escape \ud800, which json.loads accepts).
-BAD = ["\x00", "\x1b", "\n", "\x7f", "\x85", "\u2028", "\ud800"]
+# One of each kind the rule refuses: NUL, another C0, a line break, DEL, C1, U+2028. A lone
+# surrogate (the JSON escape \ud800) never reaches a field: the body parser refuses it first
+# (tests/integration/test_hostile_json_http.py).
+BAD = ["\x00", "\x1b", "\n", "\x7f", "\x85", "\u2028"]
 
 
 @pytest.fixture
