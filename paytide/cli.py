@@ -724,7 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="merchant_id",
         metavar="ID",
         help="merchant id used in payments and workflow ids (default: mer_<random>); "
-        "lower-case letters, digits, _ and -, at most 40",
+        "lower-case letters, digits, _ and -, at most 40 (never ':', the workflow ids' separator)",
     )
     create.add_argument(
         "--role",

@@ -5,7 +5,7 @@ opened (ledger: dispute row, payment disputed; merchant and operators told)
   → won (the payment gets its status back) | lost (payment dispute_lost); merchant and
     operators told
 
-The workflow id is ``dispute-{gateway}-{gateway dispute id}`` and every webhook reaches it by
+The workflow id is ``dispute:{gateway}:{gateway dispute id}`` and every webhook reaches it by
 signal-with-start, so a re-delivered or duplicated webhook never opens a second one.
 """
 

@@ -5,7 +5,7 @@ received → risk check → charging → awaiting_webhook | requires_action
          → authorized → succeeded (captured) | canceled        (manual capture)
          needs_attention / conflicted when a human must look.
 
-The workflow id is ``payment-{merchant}-{idempotency key}``: Temporal's id uniqueness is what
+The workflow id is ``payment:{merchant}:{idempotency key}``: Temporal's id uniqueness is what
 makes a retried request join the same payment instead of charging again.
 """
 

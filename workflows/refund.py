@@ -6,7 +6,7 @@ reserve in the ledger (refused → the API answers 422, nothing else happens)
   → ledger: succeeded | failed, and the payment becomes partially_refunded | refunded
   → notify the merchant
 
-The workflow id is ``refund-{merchant}-{idempotency key}``, so a retried request joins the same
+The workflow id is ``refund:{merchant}:{idempotency key}``, so a retried request joins the same
 refund. Refunds of one payment are serialized by the reservation (a row lock on the payment in
 the ledger), not by a workflow per payment: see docs/decisions.md.
 """

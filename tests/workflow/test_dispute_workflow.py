@@ -84,7 +84,7 @@ async def deliver(
             dispute_reference=reference,
             settings=SETTINGS,
         ),
-        id=f"dispute-{event.provider.value}-{reference}",
+        id=f"dispute:{event.provider.value}:{reference}",
         task_queue=h.task_queue,
         start_signal="dispute_event",
         start_signal_args=[event],
