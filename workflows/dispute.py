@@ -68,6 +68,16 @@ class DisputeWorkflow:
     def dispute_event(self, event: GatewayEvent) -> None:
         if event.event_id in self._seen or event.dispute is None:
             return
+        if event.provider is not self._input.provider:
+            # The dispute is one gateway's: another's event cannot move it.
+            workflow.logger.warning(
+                "ignored %s event %s: the dispute is %s's",
+                event.provider.value,
+                event.event_id,
+                self._input.provider.value,
+                extra=self._extra(),
+            )
+            return
         self._seen.add(event.event_id)
         self._pending.append(event)
 
