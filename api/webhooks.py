@@ -5,8 +5,9 @@ A verified event is evidence about the charges of the gateway account whose secr
 nothing more: it is signalled only to a payment (refund) charged through that gateway. An event
 naming another gateway's payment is recorded as ``gateway_mismatch``, logged, counted and
 acknowledged with 2xx, never signalled. 2xx, not 4xx: the signature proved the sender holds that
-gateway's secret, so it is the gateway itself (a 4xx would only make it re-send the event for
-days) or someone with its secret (who learns nothing from a 4xx and must not cause retries).
+gateway's secret, so it is the gateway itself, which would re-send a refused event for days (and
+may disable the endpoint), or someone with that secret, whom a 4xx would not stop either. The
+request itself was well-formed; the event is kept for operators, it just moves nothing.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ async def _deliver_charge(state: ApiState, event: GatewayEvent) -> str:
     if not ledger.charged_through(payment, event.provider.value):
         return await _refuse_foreign(state, event, payment.gateway, payment_id=payment.id)
     # A re-delivered event is signalled again: the first delivery may have been recorded and
-    # then lost before the signal. The workflow drops duplicates by event id.
+    # then lost before the signal. The workflow drops duplicates by (provider, event id).
     return await _signal(
         state,
         event,
