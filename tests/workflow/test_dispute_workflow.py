@@ -225,8 +225,10 @@ async def test_a_dispute_attaches_only_to_a_payment_of_its_own_gateway(
     payment = seed_succeeded_payment(sessions, gateway=GatewayName.STRIPE)
     reference = f"dp_{uuid.uuid4().hex[:10]}"
     async with running_refunds(time_skipping_env, sessions, ScriptedGateway()) as h:
-        await deliver(h, dispute_event(payment, reference, DisputeState.NEEDS_RESPONSE))
+        handle = await deliver(h, dispute_event(payment, reference, DisputeState.NEEDS_RESPONSE))
         await until(lambda: [n.event_type for n in h.notifier.disputes] == ["dispute.created"])
+        # An open dispute's timers would fire into the next tests on the shared test server.
+        await handle.terminate()
 
     assert payment_status(sessions, payment.payment_id) == "succeeded"
     (row,) = dispute_rows(sessions, reference)
