@@ -1,8 +1,11 @@
 """Idempotency keys, request fingerprints and the ids derived from them.
 
-The workflow id is ``payment-{merchant}-{key}`` (``refund-{merchant}-{key}`` for a refund); the
-payment (refund) id is a hash of it. Both are functions of the key alone, so every retry of a
-request names the same payment (refund).
+The workflow id is ``payment:{merchant}:{key}`` (``refund:{merchant}:{key}`` for a refund); the
+payment (refund) id is a hash of it. Both are functions of the merchant and the key alone, so
+every retry of a request names the same payment (refund). Merchant ids never contain ``:``
+(`paytide.merchant_ids`), so the first ``:`` after the kind ends the merchant: two merchants never
+share a workflow id, even when a key contains ``:`` or a merchant id ends like another's key
+starts (``acme`` + ``eu-order-7`` and ``acme-eu`` + ``order-7`` are two ids).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pydantic import BaseModel
 
 from api.errors import ApiError
 from api.schemas import CreatePayment
+from paytide.merchant_ids import SEPARATOR
 
 MAX_KEY_LENGTH = 255
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -53,8 +57,12 @@ def checked_key(header: str | None) -> str | None:
     return header
 
 
+def _scoped(kind: str, owner: str, key: str) -> str:
+    return SEPARATOR.join((kind, owner, key))
+
+
 def workflow_id(merchant_id: str, key: str) -> str:
-    return f"payment-{merchant_id}-{key}"
+    return _scoped("payment", merchant_id, key)
 
 
 def _object_id(prefix: str, workflow: str) -> str:
@@ -67,7 +75,7 @@ def payment_id(workflow: str) -> str:
 
 
 def refund_workflow_id(merchant_id: str, key: str) -> str:
-    return f"refund-{merchant_id}-{key}"
+    return _scoped("refund", merchant_id, key)
 
 
 def refund_id(workflow: str) -> str:
@@ -75,8 +83,9 @@ def refund_id(workflow: str) -> str:
 
 
 def dispute_workflow_id(provider: str, reference: str) -> str:
-    """Keyed by the gateway's own dispute id: every webhook about it names the same workflow."""
-    return f"dispute-{provider}-{reference}"
+    """Keyed by the gateway's own dispute id: every webhook about it names the same workflow.
+    Gateway names never contain ``:``, so one id names one gateway's dispute."""
+    return _scoped("dispute", provider, reference)
 
 
 def dispute_id(workflow: str) -> str:

@@ -1,5 +1,14 @@
 """``POST /webhooks/{gateway}``: verify, record, find the workflow the event is about (payment,
-refund or dispute), signal it."""
+refund or dispute), signal it.
+
+A verified event is evidence about the charges of the gateway account whose secret verified it,
+nothing more: it is signalled only to a payment (refund) charged through that gateway. An event
+naming another gateway's payment is recorded as ``gateway_mismatch``, logged, counted and
+acknowledged with 2xx, never signalled. 2xx, not 4xx: the signature proved the sender holds that
+gateway's secret, so it is the gateway itself, which would re-send a refused event for days (and
+may disable the endpoint), or someone with that secret, whom a 4xx would not stop either. The
+request itself was well-formed; the event is kept for operators, it just moves nothing.
+"""
 
 from __future__ import annotations
 
@@ -69,7 +78,7 @@ async def _deliver(state: ApiState, event: GatewayEvent) -> str:
 async def _deliver_charge(state: ApiState, event: GatewayEvent) -> str:
     def record() -> tuple[Payment | None, bool]:
         with transaction(state.sessions) as session:
-            payment = _find_payment(session, event)
+            payment = _named_payment(session, event)
             fresh = ledger.record_webhook(
                 session,
                 provider=event.provider.value,
@@ -87,8 +96,10 @@ async def _deliver_charge(state: ApiState, event: GatewayEvent) -> str:
         log.info("webhook_for_unknown_payment", event_id=event.event_id, provider=event.provider)
         await _mark(state, event, "unknown_payment")
         return "unknown_payment"
+    if not ledger.charged_through(payment, event.provider.value):
+        return await _refuse_foreign(state, event, payment.gateway, payment_id=payment.id)
     # A re-delivered event is signalled again: the first delivery may have been recorded and
-    # then lost before the signal. The workflow drops duplicates by event id.
+    # then lost before the signal. The workflow drops duplicates by (provider, event id).
     return await _signal(
         state,
         event,
@@ -128,6 +139,8 @@ async def _deliver_refund(state: ApiState, event: GatewayEvent) -> str:
         log.info("webhook_for_unknown_refund", event_id=event.event_id, provider=event.provider)
         await _mark(state, event, "unknown_refund")
         return "unknown_refund"
+    if refund.gateway != event.provider.value:
+        return await _refuse_foreign(state, event, refund.gateway, refund_id=refund.id)
     return await _signal(
         state,
         event,
@@ -168,10 +181,10 @@ async def _deliver_dispute(state: ApiState, event: GatewayEvent) -> str:
     notice = event.dispute
     assert notice is not None
 
-    def record() -> bool:
+    def record() -> tuple[Payment | None, bool]:
         with transaction(state.sessions) as session:
-            payment = _find_payment(session, event)
-            return ledger.record_webhook(
+            payment = _named_payment(session, event)
+            fresh = ledger.record_webhook(
                 session,
                 provider=event.provider.value,
                 event_id=event.event_id,
@@ -179,9 +192,15 @@ async def _deliver_dispute(state: ApiState, event: GatewayEvent) -> str:
                 payment_id=payment.id if payment else None,
                 gateway_reference=event.gateway_reference,
             )
+            return payment, fresh
 
-    if not await run_in_threadpool(record):
+    payment, fresh = await run_in_threadpool(record)
+    if not fresh:
         state.metrics.webhooks_deduplicated.labels(gateway=event.provider.value).inc()
+    if payment is not None and not ledger.charged_through(payment, event.provider.value):
+        # Another gateway's payment: no dispute opens against it (the dispute ledger refuses to
+        # attach one too).
+        return await _refuse_foreign(state, event, payment.gateway, payment_id=payment.id)
     workflow_id = idempotency.dispute_workflow_id(event.provider.value, notice.dispute_reference)
     await state.temporal.start_workflow(
         DisputeWorkflow.run,
@@ -204,16 +223,28 @@ async def _deliver_dispute(state: ApiState, event: GatewayEvent) -> str:
     return "signalled"
 
 
-def _find_payment(session: Session, event: GatewayEvent) -> Payment | None:
-    if event.payment_id:
-        row = session.get(Payment, event.payment_id)
-        if row is not None:
-            return row
-    if event.gateway_reference:
-        return ledger.find_by_gateway_reference(
-            session, event.provider.value, event.gateway_reference
-        )
-    return None
+def _named_payment(session: Session, event: GatewayEvent) -> Payment | None:
+    return ledger.find_for_event(
+        session, event.provider.value, event.payment_id, event.gateway_reference
+    )
+
+
+async def _refuse_foreign(
+    state: ApiState, event: GatewayEvent, charged_by: str | None, **context: object
+) -> str:
+    """An event naming a payment (refund) that another gateway charges: recorded, never
+    signalled; a warning, since either a gateway's secret is in the wrong hands or an event was
+    routed to the wrong endpoint."""
+    log.warning(
+        "webhook_gateway_mismatch",
+        event_id=event.event_id,
+        event_type=event.event_type,
+        provider=event.provider.value,
+        charged_by=charged_by,
+        **context,
+    )
+    await _mark(state, event, "gateway_mismatch")
+    return "gateway_mismatch"
 
 
 async def _mark(state: ApiState, event: GatewayEvent, delivery: str) -> None:

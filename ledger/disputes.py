@@ -31,15 +31,13 @@ def _due(notice: DisputeNotice) -> datetime | None:
 
 
 def find_payment(session: Session, event: GatewayEvent) -> Payment | None:
-    if event.payment_id:
-        row = session.get(Payment, event.payment_id)
-        if row is not None:
-            return row
-    if event.gateway_reference:
-        return payments.find_by_gateway_reference(
-            session, event.provider.value, event.gateway_reference
-        )
-    return None
+    """The disputed payment: only one charged through the dispute's own gateway; a dispute naming
+    another gateway's payment stays unattached."""
+    provider = event.provider.value
+    payment = payments.find_for_event(session, provider, event.payment_id, event.gateway_reference)
+    if payment is None or not payments.charged_through(payment, provider):
+        return None
+    return payment
 
 
 def get(session: Session, provider: str, reference: str) -> DisputeRecord | None:

@@ -6,7 +6,6 @@ process's memory until it is shown to a person, once.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -16,9 +15,8 @@ from sqlmodel import Session, col, select
 
 from ledger.conflicts import insert_ignoring_conflict
 from ledger.models import ApiKey, Merchant
+from paytide import merchant_ids
 from paytide.api_keys import IssuedKey, KeyMode, Role, generate
-
-MERCHANT_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
 
 class MerchantError(Exception):
@@ -65,11 +63,10 @@ def state_of(expires_at: datetime | None, revoked_at: datetime | None, now: date
 
 
 def check_merchant_id(merchant_id: str) -> str:
-    if not MERCHANT_ID.fullmatch(merchant_id):
-        raise MerchantError(
-            f"merchant id {merchant_id!r} is not usable: 1 to 40 characters, lower-case letters, "
-            "digits, '_' and '-', starting with a letter or digit"
-        )
+    """``merchant_id`` when a merchant may have it (`paytide.merchant_ids`); else MerchantError."""
+    problem = merchant_ids.problem_with(merchant_id)
+    if problem is not None:
+        raise MerchantError(problem)
     return merchant_id
 
 
@@ -88,6 +85,7 @@ def create_merchant(session: Session, *, merchant_id: str, name: str, role: Role
 
 def ensure_merchant(session: Session, *, merchant_id: str, name: str, role: Role) -> Merchant:
     """The merchant, created when missing; safe to call from several processes at once."""
+    check_merchant_id(merchant_id)
     table = cast(Any, Merchant).__table__
     values = {"id": merchant_id, "name": name, "role": role.value, "created_at": _now()}
     insert_ignoring_conflict(session, table, values, ["id"])

@@ -196,6 +196,31 @@ def find_by_gateway_reference(session: Session, gateway: str, reference: str) ->
     ).first()
 
 
+def find_for_event(
+    session: Session, provider: str, payment_id: str | None, reference: str | None
+) -> Payment | None:
+    """The payment a verified gateway event names: by our payment id when the event echoes it,
+    else by the reference at the event's gateway. The echoed id is metadata that anyone holding
+    that gateway's secret can write, so whether the event may move the payment is
+    `charged_through`'s question, asked by every caller."""
+    if payment_id:
+        row = session.get(Payment, payment_id)
+        if row is not None:
+            return row
+    if reference:
+        return find_by_gateway_reference(session, provider, reference)
+    return None
+
+
+def charged_through(payment: Payment, provider: str) -> bool:
+    """Whether ``provider`` is the gateway that charges ``payment``: the only one whose events
+    may move it, since a signed event is evidence about its own account's charges only. The row
+    names the current attempt's gateway; a payment fails over to another only once the previous
+    one proved the attempt charged nothing, and the workflow never lets an earlier attempt's
+    events settle a later one."""
+    return payment.gateway == provider
+
+
 def list_events(session: Session, payment_id: str) -> list[PaymentEvent]:
     return list(
         session.exec(

@@ -227,10 +227,12 @@ def list_for_payment(session: Session, payment_id: str) -> list[RefundRecord]:
 def find_for_event(
     session: Session, provider: str, refund_id: str | None, reference: str | None
 ) -> RefundRecord | None:
-    """The refund a webhook is about: by our id when the gateway echoed it, else its reference."""
+    """The refund a webhook names: by our id when the gateway echoed it, else its reference at
+    the event's gateway. The echoed id is the sender's to write: the caller moves the refund only
+    when ``row.gateway`` is the event's gateway."""
     if refund_id:
         row = session.get(RefundRecord, refund_id)
-        if row is not None and row.gateway == provider:
+        if row is not None:
             return row
     if reference:
         return session.exec(

@@ -741,7 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_text,
         metavar="ID",
         help="merchant id used in payments and workflow ids (default: mer_<random>); "
-        "lower-case letters, digits, _ and -, at most 40",
+        "lower-case letters, digits, _ and -, at most 40 (never ':', the workflow ids' separator)",
     )
     create.add_argument(
         "--role",

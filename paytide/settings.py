@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from paytide import merchant_ids
 from paytide.codec import KeyRing, parse_keys
 from paytide.outbound import TargetPolicy
 from paytide.production_rules import (
@@ -282,6 +283,14 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str) -> str:
         if value and not re.fullmatch(r"https?://[^\s]+", value):
             raise ValueError("expected an http(s) URL, for example http://127.0.0.1:4318")
+        return value
+
+    @field_validator("default_merchant")
+    @classmethod
+    def _merchant_id(cls, value: str) -> str:
+        problem = merchant_ids.problem_with(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("log_level")

@@ -5,7 +5,7 @@ opened (ledger: dispute row, payment disputed; merchant and operators told)
   → won (the payment gets its status back) | lost (payment dispute_lost); merchant and
     operators told
 
-The workflow id is ``dispute-{gateway}-{gateway dispute id}`` and every webhook reaches it by
+The workflow id is ``dispute:{gateway}:{gateway dispute id}`` and every webhook reaches it by
 signal-with-start, so a re-delivered or duplicated webhook never opens a second one.
 """
 
@@ -68,6 +68,16 @@ class DisputeWorkflow:
     @workflow.signal
     def dispute_event(self, event: GatewayEvent) -> None:
         if event.event_id in self._seen or event.dispute is None:
+            return
+        if event.provider is not self._input.provider:
+            # The dispute is one gateway's: another's event cannot move it.
+            workflow.logger.warning(
+                "ignored %s event %s: the dispute is %s's",
+                event.provider.value,
+                event.event_id,
+                self._input.provider.value,
+                extra=self._extra(),
+            )
             return
         self._seen.add(event.event_id)
         self._pending.append(event)

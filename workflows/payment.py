@@ -5,7 +5,7 @@ received → risk check → charging → awaiting_webhook | requires_action
          → authorized → succeeded (captured) | canceled        (manual capture)
          needs_attention / conflicted when a human must look.
 
-The workflow id is ``payment-{merchant}-{idempotency key}``: Temporal's id uniqueness is what
+The workflow id is ``payment:{merchant}:{idempotency key}``: Temporal's id uniqueness is what
 makes a retried request join the same payment instead of charging again.
 """
 
@@ -149,6 +149,8 @@ class PaymentWorkflow:
         self._consumed_events: set[str] = set()
         # References of earlier attempts' charges: their events never settle a later attempt.
         self._old_references: set[str] = set()
+        # The gateway that produced each reference: only its events may move the charge.
+        self._reference_gateways: dict[str, GatewayName] = {}
         self._next_deadline: str | None = None
         # Payments started with RECORD_WITH_NEIGHBOURS let the admission write `charging` and
         # the charge activity write the waiting status; the workflow then only follows along.
@@ -334,9 +336,24 @@ class PaymentWorkflow:
 
     @workflow.signal
     def gateway_event(self, event: GatewayEvent) -> None:
-        if event.event_id in self._seen_events or not event.gateway_reference:
+        # Event ids are unique within one gateway only.
+        key = _event_key(event)
+        if key in self._seen_events or not event.gateway_reference:
             return
-        self._seen_events.add(event.event_id)
+        charged_by = self._reference_gateways.get(event.gateway_reference)
+        if charged_by is not None and event.provider is not charged_by:
+            # A signed event is evidence about its own gateway's charges only (`_next_event`
+            # also drops one that arrived before the reference was ours).
+            workflow.logger.warning(
+                "ignored %s event %s: reference %s was charged through %s",
+                event.provider.value,
+                event.event_id,
+                event.gateway_reference,
+                charged_by.value,
+                extra={"payment_id": self._request.payment_id},
+            )
+            return
+        self._seen_events.add(key)
         self._events.setdefault(event.gateway_reference, []).append(event)
 
     @workflow.query
@@ -899,7 +916,8 @@ class PaymentWorkflow:
         """The first unconsumed event for the current charge whose state ends this phase."""
         reference = self._outcome.gateway_reference if self._outcome else None
         if reference is not None:
-            candidates = self._events.get(reference, [])
+            charged_by = self._reference_gateways.get(reference, self._gateway)
+            candidates = [e for e in self._events.get(reference, []) if e.provider is charged_by]
         else:
             # The charge's reference never reached us (every try ended ambiguously): the
             # gateway's own event names it, through our payment id and the current gateway.
@@ -911,14 +929,14 @@ class PaymentWorkflow:
                 if event.payment_id == self._request.payment_id and event.provider is self._gateway
             ]
         for event in candidates:
-            if event.event_id not in self._consumed_events and self._read(event) in accept:
+            if _event_key(event) not in self._consumed_events and self._read(event) in accept:
                 return event
         return None
 
     def _take_event(self, accept: frozenset[ChargeState]) -> GatewayEvent | None:
         event = self._next_event(accept)
         if event is not None:
-            self._consumed_events.add(event.event_id)
+            self._consumed_events.add(_event_key(event))
         return event
 
     def _read(self, event: GatewayEvent) -> ChargeState:
@@ -940,6 +958,8 @@ class PaymentWorkflow:
         )
 
     def _record_outcome(self, outcome: ChargeOutcome) -> ChargeOutcome:
+        if outcome.gateway_reference:
+            self._reference_gateways.setdefault(outcome.gateway_reference, self._gateway)
         previous = self._outcome
         if previous is not None and outcome.gateway_reference is None:
             outcome = ChargeOutcome(
@@ -1374,6 +1394,10 @@ class PaymentWorkflow:
 def _cause(error: ActivityError | ApplicationError) -> str:
     """What made an activity fail for good, in its own words."""
     return str(error.cause or error)
+
+
+def _event_key(event: GatewayEvent) -> str:
+    return f"{event.provider.value}:{event.event_id}"
 
 
 def _snake(name: str) -> str:

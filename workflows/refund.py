@@ -6,7 +6,7 @@ reserve in the ledger (refused → the API answers 422, nothing else happens)
   → ledger: succeeded | failed, and the payment becomes partially_refunded | refunded
   → notify the merchant
 
-The workflow id is ``refund-{merchant}-{idempotency key}``, so a retried request joins the same
+The workflow id is ``refund:{merchant}:{idempotency key}``, so a retried request joins the same
 refund. Refunds of one payment are serialized by the reservation (a row lock on the payment in
 the ledger), not by a workflow per payment: see docs/decisions.md.
 """
@@ -86,7 +86,7 @@ class RefundWorkflow:
 
         outcome = await self._refund_at_gateway(reservation)
         if outcome.state not in FINAL:
-            outcome = await self._follow_until_final(reservation.gateway or GatewayName.SANDBOX)
+            outcome = await self._follow_until_final(self._refund_gateway() or GatewayName.SANDBOX)
         self._view = await workflow.execute_local_activity_method(
             RefundLedgerActivities.settle,
             RefundSettlement(
@@ -135,9 +135,23 @@ class RefundWorkflow:
 
     @workflow.signal
     def refund_event(self, event: GatewayEvent) -> None:
-        if event.event_id in self._seen or event.refund is None:
+        # Event ids are unique within one gateway only.
+        key = f"{event.provider.value}:{event.event_id}"
+        if key in self._seen or event.refund is None:
             return
-        self._seen.add(event.event_id)
+        gateway = self._refund_gateway()
+        if gateway is not None and event.provider is not gateway:
+            # A signed event is evidence about its own gateway's refunds only (`_next_event`
+            # also drops one that arrived before the reservation named the gateway).
+            workflow.logger.warning(
+                "ignored %s event %s: the refund is made through %s",
+                event.provider.value,
+                event.event_id,
+                gateway.value,
+                extra=self._log_extra(),
+            )
+            return
+        self._seen.add(key)
         self._events.append(event)
 
     @workflow.query
@@ -239,10 +253,16 @@ class RefundWorkflow:
                 return found
             self._warn_if_late(started)
 
+    def _refund_gateway(self) -> GatewayName | None:
+        """The gateway that charged the payment, so refunds it; None before the reservation."""
+        return self._reservation.gateway if self._reservation is not None else None
+
     def _next_event(self) -> RefundOutcome | None:
         for event in self._events:
             notice = event.refund
             if notice is None or notice.state not in FINAL:
+                continue
+            if event.provider is not (self._refund_gateway() or GatewayName.SANDBOX):
                 continue
             ours = notice.refund_id == self._request.refund_id or (
                 self._reference is not None and notice.refund_reference == self._reference

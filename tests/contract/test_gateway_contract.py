@@ -23,7 +23,7 @@ from workflows.contract import (
 def charge_request(
     harness: GatewayHarness, scenario: Scenario, **overrides: object
 ) -> ChargeRequest:
-    workflow_id = f"payment-contract-{uuid.uuid4().hex[:12]}"
+    workflow_id = f"payment:contract:{uuid.uuid4().hex[:12]}"
     values: dict[str, object] = {
         "payment_id": f"pay_{uuid.uuid4().hex[:20]}",
         "workflow_id": workflow_id,

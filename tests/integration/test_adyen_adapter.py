@@ -121,7 +121,7 @@ async def stack() -> AsyncIterator[Stack]:
 
 
 def charge_request(token: Token, **overrides: Any) -> ChargeRequest:
-    workflow_id = f"payment-adyen-{uuid.uuid4().hex[:12]}"
+    workflow_id = f"payment:adyen:{uuid.uuid4().hex[:12]}"
     values: dict[str, Any] = {
         "payment_id": f"pay_{uuid.uuid4().hex[:20]}",
         "workflow_id": workflow_id,
@@ -241,7 +241,7 @@ async def test_slow_answer_times_out_as_unavailable(stack: Stack) -> None:
 
 async def test_long_idempotency_keys_are_hashed_stably(stack: Stack) -> None:
     """A key over Adyen's 64 characters goes out as its stable hash; retries still charge once."""
-    long_key = "payment-" + "m" * 80 + "/charge/1"
+    long_key = "payment:" + "m" * 40 + ":" + "k" * 40 + "/charge/1"
     request = charge_request(Token.OK, idempotency_key=long_key)
     first = await stack.gateway.charge(request)
     again = await stack.gateway.charge(request)
@@ -352,7 +352,7 @@ async def test_retrieve_without_memory_is_pending_never_not_found(stack: Stack) 
         ChargeLookup(gateway=GatewayName.ADYEN, gateway_reference=outcome.gateway_reference)
     )
     by_key = await fresh.retrieve(
-        ChargeLookup(gateway=GatewayName.ADYEN, idempotency_key="payment-unknown/charge/1")
+        ChargeLookup(gateway=GatewayName.ADYEN, idempotency_key="payment:demo:unknown/charge/1")
     )
     assert by_reference.state is ChargeState.PENDING
     assert by_reference.gateway_reference == outcome.gateway_reference

@@ -43,7 +43,7 @@ def _seed_in_flight(stack: Stack, *, started: datetime, status: PaymentStatus) -
         payment_method="pm_test",
         order_id=f"order_{key[:8]}",
     )
-    workflow_id = f"payment-merchant_dash-{key}"
+    workflow_id = f"payment:merchant_dash:{key}"
     with transaction(session_factory(stack.engine)) as session:
         for seq, step in enumerate([PaymentStatus.RECEIVED, status], start=1):
             payments.apply_transition(

@@ -60,7 +60,7 @@ def transition(
     """Transition number ``seq`` of ``request``'s payment; the first one carries the request."""
     return Transition(
         payment_id=request.payment_id,
-        workflow_id=f"payment-{request.merchant_id}-{request.idempotency_key}",
+        workflow_id=f"payment:{request.merchant_id}:{request.idempotency_key}",
         seq=seq,
         status=status,
         gateway=gateway,

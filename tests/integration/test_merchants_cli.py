@@ -184,6 +184,7 @@ async def test_mistakes_are_explained_without_a_traceback(stack: Stack) -> None:
     cases = [
         (("merchants", "create", "Twice", "--id", mid), "exists already"),
         (("merchants", "create", "Bad", "--id", "Not Valid"), "not usable"),
+        (("merchants", "create", "Colon", "--id", "acme:eu"), "never ':'"),
         (("merchants", "create", "   ", "--id", merchant_id()), "name"),
         (("merchants", "keys", "list", "nobody-here"), "no merchant"),
         (("merchants", "keys", "create", "nobody-here"), "no merchant"),

@@ -254,7 +254,7 @@ def test_a_retried_final_transition_is_counted_once(ledger_engine: Engine) -> No
     metrics = WorkerMetrics()
     ledger = LedgerActivities(sessions, metrics)
     request = seed_succeeded_payment(sessions, currency="JPY")
-    workflow_id = f"payment-merchant_test-{request.idempotency_key}"
+    workflow_id = f"payment:merchant_test:{request.idempotency_key}"
     started = datetime.now(UTC) - timedelta(seconds=3)
     blocked = Transition(
         payment_id=request.payment_id,

@@ -213,8 +213,8 @@ async def test_flaky_gateway_is_retried_and_charges_once(stack: Stack) -> None:
     assert final["status"] == "succeeded"
     assert await stack.charges_for(payment["id"]) == 1
     merchant = stack.settings.default_merchant
-    requests = await stack.requests_for_keys(f"payment-{merchant}-{key}/charge/")
-    assert requests == {f"payment-{merchant}-{key}/charge/1": 3}
+    requests = await stack.requests_for_keys(f"payment:{merchant}:{key}/charge/")
+    assert requests == {f"payment:{merchant}:{key}/charge/1": 3}
 
 
 async def test_list_payments_by_customer_with_cursor(stack: Stack) -> None:

@@ -75,7 +75,7 @@ class Ledger:
                         merchant_id=merchant_id or self.merchant_id,
                         idempotency_key=key,
                         fingerprint=key[:64],
-                        workflow_id=f"payment-{key}",
+                        workflow_id=f"payment:{merchant_id or self.merchant_id}:{key}",
                         status=status.value,
                         amount_minor=amount,
                         currency=currency,
@@ -124,7 +124,7 @@ class Ledger:
                     merchant_id=request.merchant_id,
                     idempotency_key=request.idempotency_key,
                     fingerprint=request.fingerprint,
-                    workflow_id=f"payment-{request.idempotency_key}",
+                    workflow_id=f"payment:{request.merchant_id}:{request.idempotency_key}",
                     status=PaymentStatus.RISK_CHECK.value,
                     amount_minor=request.amount_minor,
                     currency=request.currency,
@@ -491,7 +491,7 @@ def test_history_rules_read_only_the_latest_successes(ledger: Ledger) -> None:
 
 
 def _admission(request: PaymentRequest) -> Admission:
-    workflow_id = f"payment-{request.merchant_id}-{request.idempotency_key}"
+    workflow_id = f"payment:{request.merchant_id}:{request.idempotency_key}"
     common = {
         "payment_id": request.payment_id,
         "workflow_id": workflow_id,

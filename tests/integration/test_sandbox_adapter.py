@@ -95,10 +95,10 @@ def charge_request(payment_method: str = "pm_sandbox_ok", **fields: Any) -> Char
     payment_id = f"pay_{uuid4().hex[:12]}"
     values: dict[str, Any] = {
         "payment_id": payment_id,
-        "workflow_id": f"payment-demo-{payment_id}",
+        "workflow_id": f"payment:demo:{payment_id}",
         "merchant_id": "demo",
         "gateway": GatewayName.SANDBOX,
-        "idempotency_key": f"payment-demo-{payment_id}/charge-1",
+        "idempotency_key": f"payment:demo:{payment_id}/charge-1",
         "amount_minor": 4200,
         "currency": "EUR",
         "payment_method": payment_method,

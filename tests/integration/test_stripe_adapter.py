@@ -71,7 +71,7 @@ async def stack() -> AsyncIterator[Stack]:
 
 
 def charge(payment_method: str, **overrides: object) -> ChargeRequest:
-    workflow_id = f"payment-it-{uuid.uuid4().hex[:12]}"
+    workflow_id = f"payment:it:{uuid.uuid4().hex[:12]}"
     values: dict[str, object] = {
         "payment_id": f"pay_{uuid.uuid4().hex[:16]}",
         "workflow_id": workflow_id,

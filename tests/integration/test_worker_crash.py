@@ -78,7 +78,7 @@ async def test_sigkill_after_gateway_call_then_restart_charges_once(
         assert final["status"] == "succeeded", log.read_text()[-3000:]
         assert await stack.charges_for(payment_id) == 1
         merchant = stack.settings.default_merchant
-        requests = await stack.requests_for_keys(f"payment-{merchant}-{key}/charge/")
+        requests = await stack.requests_for_keys(f"payment:{merchant}:{key}/charge/")
         # The restarted worker retried the same call, with the same key: replayed, not re-charged.
-        assert requests == {f"payment-{merchant}-{key}/charge/1": 2}
+        assert requests == {f"payment:{merchant}:{key}/charge/1": 2}
         assert stack.ledger_statuses(payment_id).count("succeeded") == 1

@@ -33,7 +33,7 @@ def seed_succeeded_payment(
         payment_method="pm_test",
         order_id=f"order_{key[:8]}",
     )
-    workflow_id = f"payment-{merchant_id}-{key}"
+    workflow_id = f"payment:{merchant_id}:{key}"
     with transaction(sessions) as session:
         payments.apply_transition(
             session,

@@ -29,7 +29,7 @@ def values() -> list[tuple[Any, type]]:
     request = payment_request(metadata={"cart": "42"})
     received = Transition(
         payment_id=request.payment_id,
-        workflow_id="payment-m-k",
+        workflow_id="payment:m:k",
         seq=1,
         status=PaymentStatus.RECEIVED,
         request=request,
@@ -45,7 +45,7 @@ def values() -> list[tuple[Any, type]]:
                 received=received,
                 risk_check=Transition(
                     payment_id=request.payment_id,
-                    workflow_id="payment-m-k",
+                    workflow_id="payment:m:k",
                     seq=2,
                     status=PaymentStatus.RISK_CHECK,
                     risk=risk,

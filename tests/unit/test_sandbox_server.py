@@ -101,7 +101,7 @@ def charge_body(**fields: Any) -> dict[str, Any]:
         "payment_method": "pm_sandbox_ok",
         "capture": "automatic",
         "reference": f"pay-{uuid4()}",
-        "metadata": {"payment_id": "pay-1", "workflow_id": "payment-demo-1"},
+        "metadata": {"payment_id": "pay-1", "workflow_id": "payment:demo:1"},
     }
     body.update(fields)
     return body
@@ -241,7 +241,7 @@ async def test_ok_is_pending_then_succeeds_with_a_signed_webhook(sandbox: Sandbo
     assert event["id"].startswith("evt_")
     assert event["data"]["status"] == "succeeded"
     assert event["data"]["amount"] == 1250
-    assert event["data"]["metadata"] == {"payment_id": "pay-1", "workflow_id": "payment-demo-1"}
+    assert event["data"]["metadata"] == {"payment_id": "pay-1", "workflow_id": "payment:demo:1"}
     latest = (await sandbox.client.get(f"/v1/charges/{charge['id']}")).json()
     assert latest["status"] == "succeeded"
 
@@ -830,7 +830,7 @@ async def test_dispute_opens_on_a_succeeded_charge_with_a_signed_webhook(sandbox
     verify(webhook.headers["sandbox-signature"], webhook.body, [WEBHOOK_SECRET], 60, time.time())
     assert webhook.json()["data"]["metadata"] == {
         "payment_id": "pay-1",
-        "workflow_id": "payment-demo-1",
+        "workflow_id": "payment:demo:1",
     }
     [event] = SandboxWebhookVerifier([WEBHOOK_SECRET], 60).verify(webhook.headers, webhook.body)
     assert event.dispute is not None

@@ -53,6 +53,7 @@ def test_defaults_need_no_configuration() -> None:
         ("PAYTIDE_API_PORT", "abc", "valid integer"),
         ("PAYTIDE_TEMPORAL_ADDRESS", "nohost", "HOST:PORT"),
         ("PAYTIDE_DATABASE_URL", "mysql://x", "sqlite:///PATH or postgresql+psycopg://"),
+        ("PAYTIDE_DEFAULT_MERCHANT", "acme:eu", "never ':'"),
     ],
 )
 def test_bad_value_names_the_variable_and_the_expected_form(

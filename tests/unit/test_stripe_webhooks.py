@@ -37,7 +37,7 @@ def intent(**overrides: Any) -> dict[str, Any]:
         "status": "succeeded",
         "last_payment_error": None,
         "latest_charge": "ch_unit_1",
-        "metadata": {"payment_id": "pay_unit_1", "workflow_id": "payment-demo-key1"},
+        "metadata": {"payment_id": "pay_unit_1", "workflow_id": "payment:demo:key1"},
         **overrides,
     }
 
@@ -81,7 +81,7 @@ def test_valid_signature_yields_the_event() -> None:
             amount_minor=4200,
             currency="EUR",
             payment_id="pay_unit_1",
-            workflow_id="payment-demo-key1",
+            workflow_id="payment:demo:key1",
         )
     ]
 

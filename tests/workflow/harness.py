@@ -148,7 +148,7 @@ class Harness:
         return await self.env.client.start_workflow(
             PaymentWorkflow.run,
             PaymentInput(request=request, settings=settings),
-            id=f"payment-{request.merchant_id}-{request.idempotency_key}",
+            id=f"payment:{request.merchant_id}:{request.idempotency_key}",
             task_queue=self.task_queue,
         )
 

@@ -121,7 +121,7 @@ class RefundHarness:
         return await self.env.client.start_workflow(
             RefundWorkflow.run,
             refund,
-            id=f"refund-{refund.request.merchant_id}-{refund.request.idempotency_key}",
+            id=f"refund:{refund.request.merchant_id}:{refund.request.idempotency_key}",
             task_queue=self.task_queue,
         )
 

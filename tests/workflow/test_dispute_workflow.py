@@ -84,7 +84,7 @@ async def deliver(
             dispute_reference=reference,
             settings=SETTINGS,
         ),
-        id=f"dispute-{event.provider.value}-{reference}",
+        id=f"dispute:{event.provider.value}:{reference}",
         task_queue=h.task_queue,
         start_signal="dispute_event",
         start_signal_args=[event],
@@ -215,3 +215,21 @@ async def test_no_reminder_for_evidence_already_due(
         await handle.result()
 
     assert [n.event_type for n in h.notifier.disputes] == ["dispute.created", "dispute.won"]
+
+
+async def test_a_dispute_attaches_only_to_a_payment_of_its_own_gateway(
+    time_skipping_env: WorkflowEnvironment, sessions: SessionFactory
+) -> None:
+    """A sandbox dispute naming a Stripe payment's id opens unattached: the payment stays
+    succeeded and the dispute names no payment or merchant."""
+    payment = seed_succeeded_payment(sessions, gateway=GatewayName.STRIPE)
+    reference = f"dp_{uuid.uuid4().hex[:10]}"
+    async with running_refunds(time_skipping_env, sessions, ScriptedGateway()) as h:
+        handle = await deliver(h, dispute_event(payment, reference, DisputeState.NEEDS_RESPONSE))
+        await until(lambda: [n.event_type for n in h.notifier.disputes] == ["dispute.created"])
+        # An open dispute's timers would fire into the next tests on the shared test server.
+        await handle.terminate()
+
+    assert payment_status(sessions, payment.payment_id) == "succeeded"
+    (row,) = dispute_rows(sessions, reference)
+    assert (row.payment_id, row.merchant_id) == (None, None)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import select
 from temporalio import activity
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -41,6 +42,7 @@ from workflows.contract import (
     NotificationResult,
     PaymentRequest,
     PaymentStatus,
+    PaymentView,
     ReconcileRequest,
     RetryNotification,
     ReviewDecision,
@@ -843,3 +845,58 @@ async def test_operator_redrives_a_failed_notification(
     with transaction(session_factory(engine)) as session:
         reasons = [e.reason for e in ledger.list_events(session, result.payment_id)]
     assert "retry_notification by ana: merchant fixed their endpoint" in reasons
+
+
+async def _keeps_waiting(
+    handle: WorkflowHandle[PaymentWorkflow, PaymentView], seconds: float = 1.0
+) -> None:
+    """The payment stays awaiting its webhook for ``seconds`` of real time."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + seconds
+    while loop.time() < until:
+        view = await handle.query(PaymentWorkflow.status)
+        assert view.status is PaymentStatus.AWAITING_WEBHOOK, view
+        await asyncio.sleep(0.1)
+
+
+async def test_an_event_from_another_gateway_never_moves_the_charge(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A Stripe event naming the reference of a sandbox charge is ignored: the payment waits, and
+    the sandbox's own event (with the same event id) settles it."""
+    gateway = ScriptedGateway(charges=[PENDING], lookups=[PENDING])
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        await h.wait_for_status(handle, PaymentStatus.AWAITING_WEBHOOK)
+        forged = replace(event("ch_1", event_id="evt_1"), provider=GatewayName.STRIPE)
+        await handle.signal(PaymentWorkflow.gateway_event, forged)
+        await _keeps_waiting(handle)
+        await handle.signal(
+            PaymentWorkflow.gateway_event, event("ch_1", ChargeState.DECLINED, event_id="evt_1")
+        )
+        result = await asyncio.wait_for(handle.result(), timeout=30)
+
+    assert result.status is PaymentStatus.FAILED
+    assert "succeeded" not in ledger_statuses(engine, result.payment_id)
+
+
+async def test_an_early_event_from_another_gateway_never_moves_the_charge(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """A Stripe event naming the reference before the sandbox's charge call answered is ignored
+    too, once the reference is known to be the sandbox's; its event id does not make the sandbox's
+    own event with that id a duplicate."""
+    hold = asyncio.Event()
+    gateway = ScriptedGateway(charges=[PENDING], lookups=[PENDING], hold_charge=hold)
+    async with running_payments(time_skipping_env, session_factory(engine), gateway) as h:
+        handle = await h.start()
+        await asyncio.wait_for(gateway.charge_started.wait(), timeout=10)
+        forged = replace(event("ch_1", event_id="evt_1"), provider=GatewayName.STRIPE)
+        await handle.signal(PaymentWorkflow.gateway_event, forged)
+        hold.set()
+        await h.wait_for_status(handle, PaymentStatus.AWAITING_WEBHOOK)
+        await _keeps_waiting(handle)
+        await handle.signal(PaymentWorkflow.gateway_event, event("ch_1", event_id="evt_1"))
+        result = await asyncio.wait_for(handle.result(), timeout=30)
+
+    assert result.status is PaymentStatus.SUCCEEDED

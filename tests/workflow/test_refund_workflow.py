@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import Engine
@@ -17,7 +18,7 @@ from ledger.engine import SessionFactory, create_ledger_engine, session_factory,
 from tests.support.ledger_seed import seed_succeeded_payment
 from tests.support.scripted_gateway import ScriptedGateway
 from tests.workflow.refund_harness import refund_event, refund_input, running_refunds
-from workflows.contract import Failure, PaymentStatus, RefundOutcome, RefundState
+from workflows.contract import Failure, GatewayName, PaymentStatus, RefundOutcome, RefundState
 from workflows.refund import RefundWorkflow
 from workflows.refund_contract import RefundInitiate
 
@@ -295,3 +296,29 @@ async def test_a_refund_of_an_unsettled_payment_is_refused(
 
     assert result.refusal is not None and result.refusal.code == "payment_not_refundable"
     assert gateway.refund_calls == []
+
+
+async def test_an_event_from_another_gateway_never_settles_the_refund(
+    time_skipping_env: WorkflowEnvironment, sessions: SessionFactory
+) -> None:
+    """A Stripe refund.failed naming a sandbox refund (its id and reference) is ignored; the
+    sandbox's own event, with the same event id, settles it."""
+    payment = seed_succeeded_payment(sessions)
+    async with running_refunds(time_skipping_env, sessions, ScriptedGateway()) as h:
+        refund = refund_input(payment)
+        handle = await h.start(refund)
+        await handle.execute_update(
+            RefundWorkflow.initiate, RefundInitiate(fingerprint=refund.request.fingerprint)
+        )
+        await h.wait_for_refund_call()
+        named = refund_event(
+            "re_1", RefundState.FAILED, refund_id=refund.request.refund_id, event_id="evt_1"
+        )
+        await handle.signal(
+            RefundWorkflow.refund_event, replace(named, provider=GatewayName.STRIPE)
+        )
+        await handle.signal(RefundWorkflow.refund_event, refund_event("re_1", event_id="evt_1"))
+        result = await asyncio.wait_for(handle.result(), timeout=30)
+
+    assert result.refund is not None
+    assert result.refund.status is RefundState.SUCCEEDED
