@@ -56,6 +56,22 @@ def test_every_new_security_test_file_is_listed() -> None:
         "tests/integration/test_demo_merchant.py",
         "tests/unit/test_rate_limit.py",
         "tests/unit/test_key_cache.py",
+        "tests/integration/test_production_start.py",
+        "tests/unit/test_production_rules.py",
+        "tests/integration/test_state_files.py",
+        "tests/integration/test_free_text_http.py",
+        "tests/unit/test_request_text.py",
+        "tests/integration/test_hostile_json_http.py",
+        "tests/unit/test_untrusted_json.py",
+        "tests/integration/test_edge_limits_http.py",
+        "tests/unit/test_auth_failures.py",
+        "tests/integration/test_merchant_isolation_http.py",
+        "tests/integration/test_gateway_mismatch_http.py",
+        "tests/integration/test_webhook_targets_http.py",
+        "tests/unit/test_outbound.py",
+        "tests/integration/test_partial_capture_http.py",
+        "tests/workflow/test_escalation.py",
+        "tests/integration/test_escalation_http.py",
     ]
     unlisted = []
     for path in files:
