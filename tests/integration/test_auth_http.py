@@ -338,6 +338,29 @@ async def test_failed_authentication_is_limited_per_address_with_retry_after(
         assert (await as_key(stack, None, "GET", "/healthz")).status_code == 200
 
 
+async def test_wrong_codec_tokens_count_as_failed_authentication(
+    dev_env: WorkflowEnvironment, database_url: str
+) -> None:
+    """Wrong codec tokens spend the address's failed-authentication allowance: past it even the
+    right token is 429 too_many_auth_failures, so the token cannot be guessed at network speed."""
+    token = "codec-token-" + uuid.uuid4().hex
+    async with running_stack(
+        dev_env.client,
+        database_url,
+        auth_failure_limit=3,
+        auth_failure_window=60,
+        codec_auth_token=token,
+    ) as stack:
+        body = {"payloads": []}
+        for n in range(3):
+            wrong = await stack.api.post("/codec/decode", json=body, headers=bearer(f"guess-{n}"))
+            assert code_of(wrong, 401) == "unauthorized"
+        limited = await stack.api.post("/codec/decode", json=body, headers=bearer(token))
+        assert code_of(limited, 429) == "too_many_auth_failures"
+        assert 1 <= int(limited.headers["retry-after"]) <= 21
+        assert (await as_key(stack, stack.api_key, "GET", "/payments")).status_code == 429
+
+
 class FrozenClock:
     def __call__(self) -> float:
         return 1000.0
