@@ -361,6 +361,24 @@ async def test_wrong_codec_tokens_count_as_failed_authentication(
         assert (await as_key(stack, stack.api_key, "GET", "/payments")).status_code == 429
 
 
+async def test_forwarded_for_does_not_escape_the_limit_when_no_proxy_is_trusted(
+    dev_env: WorkflowEnvironment, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With FORWARDED_ALLOW_IPS empty (a TCP forwarder on the API's host), a client naming a new
+    address in X-Forwarded-For on every try is still one address to the failure limit."""
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "")
+    async with running_stack(
+        dev_env.client, database_url, auth_failure_limit=3, auth_failure_window=60
+    ) as stack:
+        for n in range(4):
+            spoofed = {**bearer(_junk_key(n)), "X-Forwarded-For": f"203.0.113.{n + 1}"}
+            answer = await stack.api.get("/payments", headers=spoofed)
+            assert code_of(answer, 401 if n < 3 else 429) in {
+                "invalid_api_key",
+                "too_many_auth_failures",
+            }
+
+
 class FrozenClock:
     def __call__(self) -> float:
         return 1000.0
