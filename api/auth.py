@@ -145,11 +145,18 @@ class ApiKeyAuth:
 
 
 def _too_many_failures(failures: AuthFailures, wait: float) -> Response:
-    return error_response(
+    refused = too_many_failures(failures, wait, "API key")
+    return error_response(refused.status, refused.code, refused.message, headers=refused.headers)
+
+
+def too_many_failures(failures: AuthFailures, wait: float, credential: str) -> ApiError:
+    """The 429 for an address that ran out of failed authentications (a wrong ``credential``)."""
+    return ApiError(
         429,
         "too_many_auth_failures",
         f"too many failed authentications from this address (at most {failures.limit} per "
-        f"{failures.window:g} seconds); fix the API key, then retry after the Retry-After delay",
+        f"{failures.window:g} seconds); fix the {credential}, then retry after the Retry-After "
+        "delay",
         headers={"Retry-After": retry_after_header(wait)},
     )
 

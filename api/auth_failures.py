@@ -1,5 +1,7 @@
-"""Failed authentication, limited per client address: nobody may guess keys, or send the ledger a
-stream of made-up ones, at the speed of the network.
+"""Failed authentication, limited per client address: nobody may guess keys (or the codec's
+token, api/codec.py), or send the ledger a stream of made-up ones, at the speed of the network.
+Webhook signatures are not counted: an HMAC cannot be guessed, and a gateway whose secret was
+rotated would lock its own deliveries out.
 
 Each address may fail ``limit`` times at once, and failures come back at ``limit`` per ``window``
 seconds: a token bucket that only failures spend. An address with none left is answered 429

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from temporalio.api.common.v1 import Payload
 
-from api.auth import state_of
+from api.auth import state_of, too_many_failures
 from api.body import read_json
 from api.errors import ApiError
 from paytide.codec import EncryptionCodec, PayloadDecryptionError, PayloadKeyError
@@ -118,11 +118,23 @@ def _cors_headers(request: Request, settings: Settings) -> dict[str, str]:
 
 
 def _check_token(request: Request, settings: Settings, cors: dict[str, str]) -> None:
+    """The token is checked like an API key: a wrong one counts against the address's failed
+    authentications (api/auth_failures.py), and an address that ran out is refused before its
+    token is compared, so the token cannot be guessed at the network's speed."""
     if settings.codec_auth_token is None:
         return
+    failures = state_of(request).auth_failures
+    host = request.client.host if request.client else None
+    wait = failures.wait_for(host)
+    if wait > 0:
+        refused = too_many_failures(failures, wait, "codec token")
+        refused.headers = {**(refused.headers or {}), **cors}
+        raise refused
     expected = f"Bearer {settings.codec_auth_token.get_secret_value()}".encode()
     given = request.headers.get("authorization", "").encode()
     if not hmac.compare_digest(given, expected):
+        if failures.failed(host):
+            log.warning("auth_failures_limited", client=host, limit=failures.limit)
         raise ApiError(
             401,
             "unauthorized",

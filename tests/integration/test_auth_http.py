@@ -338,6 +338,47 @@ async def test_failed_authentication_is_limited_per_address_with_retry_after(
         assert (await as_key(stack, None, "GET", "/healthz")).status_code == 200
 
 
+async def test_wrong_codec_tokens_count_as_failed_authentication(
+    dev_env: WorkflowEnvironment, database_url: str
+) -> None:
+    """Wrong codec tokens spend the address's failed-authentication allowance: past it even the
+    right token is 429 too_many_auth_failures, so the token cannot be guessed at network speed."""
+    token = "codec-token-" + uuid.uuid4().hex
+    async with running_stack(
+        dev_env.client,
+        database_url,
+        auth_failure_limit=3,
+        auth_failure_window=60,
+        codec_auth_token=token,
+    ) as stack:
+        body = {"payloads": []}
+        for n in range(3):
+            wrong = await stack.api.post("/codec/decode", json=body, headers=bearer(f"guess-{n}"))
+            assert code_of(wrong, 401) == "unauthorized"
+        limited = await stack.api.post("/codec/decode", json=body, headers=bearer(token))
+        assert code_of(limited, 429) == "too_many_auth_failures"
+        assert 1 <= int(limited.headers["retry-after"]) <= 21
+        assert (await as_key(stack, stack.api_key, "GET", "/payments")).status_code == 429
+
+
+async def test_forwarded_for_does_not_escape_the_limit_when_no_proxy_is_trusted(
+    dev_env: WorkflowEnvironment, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With FORWARDED_ALLOW_IPS empty (a TCP forwarder on the API's host), a client naming a new
+    address in X-Forwarded-For on every try is still one address to the failure limit."""
+    monkeypatch.setenv("FORWARDED_ALLOW_IPS", "")
+    async with running_stack(
+        dev_env.client, database_url, auth_failure_limit=3, auth_failure_window=60
+    ) as stack:
+        for n in range(4):
+            spoofed = {**bearer(_junk_key(n)), "X-Forwarded-For": f"203.0.113.{n + 1}"}
+            answer = await stack.api.get("/payments", headers=spoofed)
+            assert code_of(answer, 401 if n < 3 else 429) in {
+                "invalid_api_key",
+                "too_many_auth_failures",
+            }
+
+
 class FrozenClock:
     def __call__(self) -> float:
         return 1000.0

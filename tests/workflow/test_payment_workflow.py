@@ -880,6 +880,40 @@ async def test_an_event_from_another_gateway_never_moves_the_charge(
     assert "succeeded" not in ledger_statuses(engine, result.payment_id)
 
 
+async def test_after_failover_the_first_gateways_events_never_move_the_charge(
+    time_skipping_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """After failing over from the sandbox to Stripe, sandbox events naming the payment (a late
+    one for the first attempt, one naming Stripe's reference) are ignored; Stripe's own decides."""
+    primary = ScriptedGateway(charges=[GatewayUnavailable("503")])
+    secondary = ScriptedGateway(
+        gateway_name=GatewayName.STRIPE,
+        charges=[ChargeOutcome(state=ChargeState.PENDING, gateway_reference="pi_1")],
+        lookups=[PENDING],
+    )
+    async with running_payments(
+        time_skipping_env, session_factory(engine), primary, secondary
+    ) as h:
+        request = payment_request(route=[GatewayName.SANDBOX, GatewayName.STRIPE])
+        handle = await h.start(request)
+        while not secondary.charge_calls:
+            await time_skipping_env.sleep(timedelta(seconds=10))  # the sandbox's retries
+        await h.wait_for_status(handle, PaymentStatus.AWAITING_WEBHOOK)
+        for reference in ("ch_first_attempt", "pi_1"):
+            late = replace(event(reference), payment_id=request.payment_id)
+            await handle.signal(PaymentWorkflow.gateway_event, late)
+        await _keeps_waiting(handle)
+        declined = replace(
+            event("pi_1", ChargeState.DECLINED, event_id="evt_1"), provider=GatewayName.STRIPE
+        )
+        await handle.signal(PaymentWorkflow.gateway_event, declined)
+        result = await asyncio.wait_for(handle.result(), timeout=30)
+
+    assert result.status is PaymentStatus.FAILED
+    assert result.gateway is GatewayName.STRIPE
+    assert "succeeded" not in ledger_statuses(engine, result.payment_id)
+
+
 async def test_an_early_event_from_another_gateway_never_moves_the_charge(
     time_skipping_env: WorkflowEnvironment, engine: Engine
 ) -> None:
