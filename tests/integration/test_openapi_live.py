@@ -82,7 +82,12 @@ async def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_spec
         "--no-color",
         "--header",
         f"Authorization: {stack.auth_headers['Authorization']}",
-        # /readyz may rightly answer 503 while a part is down; it is fuzzed like the rest.
+        # /readyz rightly answers 503 whenever a check misses its 3 s bound, which a loaded CI
+        # machine makes happen at random (seen once: `{"ready":false}` mid-run); "no 5xx" cannot
+        # hold for it. Its answers are tested where they are deterministic
+        # (tests/integration/test_auth_http.py::test_readyz_*).
+        "--exclude-path",
+        "/readyz",
     ]
     process = await asyncio.create_subprocess_exec(
         *command,
