@@ -79,16 +79,25 @@ async def test_api_restart_under_load_with_client_retries(
         }
         keys = list(bodies)
         clients: list[asyncio.Task[tuple[str, int]]] = []
+
+        def arrive(key: str) -> None:
+            clients.append(
+                asyncio.create_task(_client(base_url, key, bodies[key], stack.auth_headers))
+            )
+
+        batches = [keys[i :: RESTARTS + 1] for i in range(RESTARTS + 1)]
         restarted = time.monotonic()
-        for batch in (keys[i :: RESTARTS + 1] for i in range(RESTARTS + 1)):
+        for index, batch in enumerate(batches):
             async with serve_api(_api(stack, dev_env), stack.settings, sock=_socket_on(port)):
                 # Clients keep arriving while this instance serves; it stops right after the
-                # last of them, so some are mid-request and the rest meet a closed port.
-                for key in batch:
-                    clients.append(
-                        asyncio.create_task(_client(base_url, key, bodies[key], stack.auth_headers))
-                    )
+                # last of them, so some are mid-request when it goes.
+                for key in batch[1:] if index else batch:
+                    arrive(key)
                     await asyncio.sleep(0.02)
+            if index < RESTARTS:
+                # The next batch's first client arrives while the API is down: it meets the
+                # closed port for certain and retries (mid-request ones may all finish first).
+                arrive(batches[index + 1][0])
             await asyncio.sleep(DOWN_SECONDS)
             restarted = time.monotonic()
         async with serve_api(_api(stack, dev_env), stack.settings, sock=_socket_on(port)):
