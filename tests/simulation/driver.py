@@ -37,7 +37,6 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateStage,
 )
-from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -636,7 +635,6 @@ class _SeedRun:
                     task_queue=self.task_queue,
                     start_signal="dispute_event",
                     start_signal_args=[event],
-                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 )
             except RPCError:
                 self.world.seen["delivered_after_end"] += 1

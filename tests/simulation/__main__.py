@@ -1,0 +1,79 @@
+"""``python -m tests.simulation``: run seeds and report; ``--seed N`` reproduces one.
+
+Examples::
+
+    python -m tests.simulation --seeds 10000 --lanes 2   # seeds 0..9999
+    python -m tests.simulation --seed 4711               # one seed, its scenario and findings
+    python -m tests.simulation --seed 4711 --shrink      # and its smallest failing scenario
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+
+from tests.simulation.run import SeedResult, open_lane, run_seed, run_seeds
+from tests.simulation.scenario import draw
+from tests.simulation.shrink import shrink
+
+
+def _quiet_logs() -> None:
+    # Activity failures are the point of the simulation; their tracebacks are noise here.
+    for name in ("temporalio", "paytide", "activities", "gateways", "ledger", "workflows"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.simulation", description=__doc__)
+    parser.add_argument("--seed", type=int, help="run this one seed and print its scenario")
+    parser.add_argument("--seeds", type=int, default=300, help="how many seeds (default 300)")
+    parser.add_argument("--start", type=int, default=0, help="first seed (default 0)")
+    parser.add_argument("--lanes", type=int, default=2, help="servers in parallel (default 2)")
+    parser.add_argument("--shrink", action="store_true", help="shrink a failing --seed")
+    args = parser.parse_args(argv)
+    _quiet_logs()
+    if args.seed is not None:
+        return asyncio.run(_one(args.seed, shrink_it=args.shrink))
+    return asyncio.run(_many(range(args.start, args.start + args.seeds), args.lanes))
+
+
+async def _one(seed: int, *, shrink_it: bool) -> int:
+    scenario = draw(seed)
+    print(scenario.describe(), flush=True)
+    async with open_lane() as lane:
+        result = await run_seed(lane, scenario)
+        if not result.failed:
+            print(f"seed {seed}: every invariant held ({result.seconds:.1f} s)")
+            return 0
+        print(result.report())
+        if shrink_it:
+            print("shrinking…", flush=True)
+            smallest = await shrink(lane, result, progress=lambda line: print(f"  {line}"))
+            print("smallest failing scenario:")
+            print(smallest.report())
+    return 1
+
+
+async def _many(seeds: range, lanes: int) -> int:
+    started = time.perf_counter()
+    total = len(seeds)
+
+    def progress(result: SeedResult, done: int) -> None:
+        if result.failed:
+            print(result.report(), flush=True)
+        if done % 50 == 0 or done == total:
+            rate = done / (time.perf_counter() - started)
+            print(f"[sim] {done}/{total} seeds, {rate:.1f}/s", flush=True)
+
+    report = await run_seeds(seeds, lanes=lanes, progress=progress)
+    print(report.summary())
+    for failure in report.failures:
+        print(f"failed: seed {failure.seed} (python -m tests.simulation --seed {failure.seed})")
+    return 1 if report.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
