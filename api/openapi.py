@@ -132,7 +132,7 @@ class PaymentOut(BaseModel):
 
 
 class AcceptedPayment(BaseModel):
-    """A 202: the payment exists (or will in a moment); poll its Location."""
+    """A 202: the payment is in the ledger and its charge goes on; poll its Location."""
 
     id: str
     object: Literal["payment"]

@@ -259,9 +259,14 @@ def _start_operation(
 async def _accepted_after_check(
     state: ApiState, payment: PaymentRequest, merchant: str, key: str
 ) -> JSONResponse:
-    """202 without the workflow's word: check the key against the ledger's fingerprint first."""
+    """202 without the workflow's word, once the ledger has the payment: its Location must be
+    found by GET, cancel and capture, which read the ledger (and the payment id does not name the
+    workflow). Until the workflow's first task has admitted it (no worker yet, or a loaded one),
+    the answer is 409 payment_in_progress: the same request again joins the same workflow."""
     row = await _ledger_row(state, merchant, key)
-    if row is not None and row.fingerprint != payment.fingerprint:
+    if row is None:
+        raise _in_progress()
+    if row.fingerprint != payment.fingerprint:
         raise _key_reused()
     return _accepted(payment)
 
@@ -320,15 +325,20 @@ async def _replay_from_ledger(state: ApiState, merchant: str, key: str, fp: str)
         failed = await _admission_failure(state, merchant, key)
         if failed is not None:
             raise failed
-        raise ApiError(
-            409,
-            "payment_in_progress",
-            "a payment with this Idempotency-Key exists but is not readable yet; retry shortly",
-            headers={"Retry-After": "1"},
-        )
+        raise _in_progress()
     if row.fingerprint != fp:
         raise _key_reused()
     return _Initiated(view=ledger.to_view(row), created=False)
+
+
+def _in_progress() -> ApiError:
+    return ApiError(
+        409,
+        "payment_in_progress",
+        "a payment with this Idempotency-Key exists but is not readable yet; send the same "
+        "request again shortly",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _accepted(payment: PaymentRequest) -> JSONResponse:

@@ -44,6 +44,10 @@ MERCHANT_SECRET = "whsec_merchant_test"
 OPERATOR_ID = "operator"
 
 
+def _in_progress(response: httpx.Response) -> bool:
+    return response.status_code == 409 and response.json()["error"]["code"] == "payment_in_progress"
+
+
 def issue_api_key(engine: Engine, merchant_id: str, role: Role = Role.MERCHANT) -> str:
     """A fresh key for ``merchant_id`` (created when missing), as `paytide merchants` makes one."""
     with transaction(session_factory(engine)) as session:
@@ -85,7 +89,14 @@ class Stack:
             **fields,
         }
         headers = {"Idempotency-Key": key or uuid.uuid4().hex}
-        return await self.api.post("/payments", json=body, headers=headers)
+        # As a client must: 409 payment_in_progress (its workflow has started, but no worker has
+        # written its ledger row yet) is the same request again after Retry-After.
+        async with asyncio.timeout(60):
+            while True:
+                response = await self.api.post("/payments", json=body, headers=headers)
+                if not _in_progress(response):
+                    return response
+                await asyncio.sleep(float(response.headers["Retry-After"]))
 
     async def wait_final(self, payment_id: str, within: float = 30) -> dict[str, Any]:
         async with asyncio.timeout(within):
@@ -279,3 +290,21 @@ async def running_stack(
             worker_metrics=worker_metrics,
             worker_metrics_url=worker_metrics_url,
         )
+
+
+@asynccontextmanager
+async def late_worker(stack: Stack, client: Client) -> AsyncIterator[None]:
+    """The stack's worker started later, for a stack built with ``in_process_worker=False``: the
+    test decides when payments are first admitted."""
+    async with AsyncExitStack() as exits:
+        http = await exits.enter_async_context(httpx.AsyncClient(timeout=20))
+        worker = build_worker(
+            client,
+            stack.settings,
+            sessions=session_factory(stack.engine),
+            gateways=build_gateways(stack.settings, http),
+            http=http,
+            executor=exits.enter_context(ThreadPoolExecutor(max_workers=16)),
+        )
+        await exits.enter_async_context(worker)
+        yield

@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from gateways.signing import sign, verify
 from ledger.engine import session_factory, transaction
 from ledger.models import Payment, WebhookEvent
-from tests.integration.stack import MERCHANT_SECRET, Stack, running_stack
+from tests.integration.stack import MERCHANT_SECRET, Stack, late_worker, running_stack
 from tests.support.update_gate import UpdateGate
 
 
@@ -245,6 +245,55 @@ async def test_slow_initiation_answers_202_with_location(
         assert location == f"/payments/{created.json()['id']}"
         final = await stack.wait_final(created.json()["id"])
         assert final["status"] == "succeeded"
+
+
+async def test_post_names_a_payment_only_once_get_and_cancel_can_find_it(
+    dev_env: WorkflowEnvironment, database_url: str
+) -> None:
+    """Until a worker has admitted the payment into the ledger, POST /payments answers 409
+    payment_in_progress, not a 202 whose Location is 404; once admitted, its 202 Location is
+    found by GET and cancel."""
+    async with running_stack(
+        dev_env.client,
+        database_url,
+        in_process_worker=False,
+        initiate_wait=0.5,
+        sandbox_slow_delay=5.0,
+    ) as stack:
+        key = uuid.uuid4().hex
+        body = {
+            "amount": 1999,
+            "currency": "USD",
+            "customer_id": f"cus_{key[:8]}",
+            "payment_method": "pm_sandbox_slow",
+            "order_id": f"order_{key[:8]}",
+        }
+        # No worker yet: the workflow has started, but nothing has written its ledger row.
+        early = await stack.api.post("/payments", json=body, headers={"Idempotency-Key": key})
+        if "location" in early.headers:
+            location = early.headers["location"]
+            found = await stack.api.get(location)
+            assert found.status_code == 200, f"{early.status_code} named {location}: {found.text}"
+            canceled = await stack.api.post(f"{location}/cancel", json={"reason": "test"})
+            assert canceled.status_code != 404, f"{location}/cancel: {canceled.text}"
+        assert early.status_code == 409, early.text
+        assert early.json()["error"]["code"] == "payment_in_progress"
+        assert early.headers["retry-after"] == "1"
+
+        async with late_worker(stack, dev_env.client):
+            # The same request again, as Retry-After asks, until the API acknowledges it.
+            acknowledged = await stack.pay(key, **body)
+            assert acknowledged.status_code == 202, acknowledged.text
+            location = acknowledged.headers["location"]
+            payment_id = acknowledged.json()["id"]
+            assert location == f"/payments/{payment_id}"
+            found = await stack.api.get(location)
+            assert found.status_code == 200, found.text
+            canceled = await stack.api.post(f"{location}/cancel", json={"reason": "test"})
+            assert canceled.status_code == 202, canceled.text
+            final = await stack.wait_final(payment_id)
+        assert final["status"] == "canceled"
+        assert await stack.charges_for(payment_id) <= 1
 
 
 async def test_review_queue_and_decision_over_http(
