@@ -219,7 +219,7 @@ class _SeedRun:
         self.scenario = scenario
         self.tag = f"s{scenario.seed}-{uuid.uuid4().hex[:6]}"
         self.task_queue = f"sim-{self.tag}"
-        self.world = World()
+        self.world = World(tag=self.tag.replace("-", "_"))
         self.world.deliver = self._deliver
         self.world.after_call = self._after_call
         self.tracker = Tracker()

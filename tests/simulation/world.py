@@ -158,11 +158,13 @@ class World:
     after_call: Callable[[Life], Awaitable[None]] | None = None
     # Coverage: how often each kind of answer, fate and action occurred.
     seen: Counter[str] = field(default_factory=Counter)
+    # Makes every reference and event id of this run its own: runs share a ledger and a server.
+    tag: str = ""
     _serial: int = 0
 
     def serial(self, prefix: str) -> str:
         self._serial += 1
-        return f"{prefix}_{self._serial:04d}"
+        return f"{prefix}_{self.tag}_{self._serial:04d}"
 
     def life_of_key(self, key: str | None) -> PaymentLife | None:
         if key is None:
