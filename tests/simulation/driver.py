@@ -20,10 +20,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from sqlmodel import Session, select
@@ -37,7 +36,6 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateStage,
 )
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import (
@@ -69,7 +67,6 @@ from workflows.contract import (
     GatewayName,
     PaymentInput,
     PaymentRequest,
-    RefundState,
     ReconcileRequest,
     ReviewDecision,
     ReviewVerdict,
@@ -281,10 +278,11 @@ class _SeedRun:
             activities=self._activities(),
             activity_executor=self.executor,
             interceptors=[TrackingInterceptor(self.tracker)],
-            # No sticky queues: a restarted worker's workflow tasks would wait on the old
-            # worker's queue for its schedule-to-start timeout, in virtual time that the
-            # driver holds still. Every workflow task replays the history from the start.
-            max_cached_workflows=int(__import__("os").environ.get("SIMCACHE", "0")),
+            # No cache, so no sticky queue: the test server would keep handing a restarted
+            # worker's workflow tasks to the old worker's queue. So every workflow task
+            # replays its history from the start, as after a restart. One task at a time:
+            # without a cache, two at once evict each other's local activities.
+            max_cached_workflows=0,
             max_concurrent_workflow_tasks=1,
         )
         self.worker_task = asyncio.create_task(self.worker.run())
@@ -395,9 +393,7 @@ class _SeedRun:
         if any(at <= call for at, _, _ in life.due):
             return True
         if isinstance(life, PaymentLife):
-            return bool(life.unresolved) or any(
-                m.after_call == call for m in life.plan.moments
-            )
+            return bool(life.unresolved) or any(m.after_call == call for m in life.plan.moments)
         return False
 
     async def _job(self, life: Life, call: int) -> None:
@@ -747,10 +743,3 @@ async def _timer_pending(handle: WorkflowHandle[Any, Any]) -> bool:
         elif event.event_type == EventType.EVENT_TYPE_TIMER_CANCELED:
             started.discard(event.timer_canceled_event_attributes.started_event_id)
     return bool(started)
-
-
-def unused(*_: object) -> None:
-    """Keep imports that only type annotations use."""
-
-
-unused(Awaitable, timedelta, ApplicationError, RefundState)

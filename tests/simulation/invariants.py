@@ -3,6 +3,7 @@ paytide's ledger and the workflows' histories (docs/simulation.md lists them).""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +46,10 @@ NEXT: dict[PaymentStatus, frozenset[PaymentStatus]] = {
 }
 _CAPTURED = {S.SUCCEEDED, *_AFTER_SUCCESS}
 _NOTHING_TAKEN = {S.FAILED, S.BLOCKED, S.CANCELED}
-_ALERTED = {S.NEEDS_ATTENTION: EventType.PAYMENT_NEEDS_ATTENTION, S.CONFLICTED: EventType.PAYMENT_CONFLICTED}
+_ALERTED = {
+    S.NEEDS_ATTENTION: EventType.PAYMENT_NEEDS_ATTENTION,
+    S.CONFLICTED: EventType.PAYMENT_CONFLICTED,
+}
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,9 @@ class Violation:
     message: str
 
     def __str__(self) -> str:
-        return f"invariant {self.invariant} ({TITLES[self.invariant]}): {self.subject}: {self.message}"
+        return (
+            f"invariant {self.invariant} ({TITLES[self.invariant]}): {self.subject}: {self.message}"
+        )
 
 
 TITLES = {
@@ -84,7 +90,9 @@ def check(outcome: Outcome) -> list[Violation]:
         running = end is None or end.status is WorkflowExecutionStatus.RUNNING
         if row is None:
             if charges:
-                found.append(Violation(2, payment_id, "charged at the gateway, absent from the ledger"))
+                found.append(
+                    Violation(2, payment_id, "charged at the gateway, absent from the ledger")
+                )
             continue
         status = PaymentStatus(row.status)
         # 2: the final status agrees with what the gateway really did.
@@ -107,7 +115,9 @@ def _agrees(
     if status in _CAPTURED:
         captured = [c for c in holding if c.state is ChargeState.SUCCEEDED]
         if len(captured) != 1:
-            found.append(Violation(2, payment_id, f"ledger says {status.value}, gateway captured nothing"))
+            found.append(
+                Violation(2, payment_id, f"ledger says {status.value}, gateway captured nothing")
+            )
         else:
             charge = captured[0]
             if charge.amount != row.amount_minor or charge.currency != row.currency:
@@ -131,13 +141,17 @@ def _agrees(
     elif status in _NOTHING_TAKEN:
         if holding:
             said = ", ".join(f"{c.reference} {c.state.value}" for c in holding)
-            found.append(Violation(2, payment_id, f"ledger says {status.value}, gateway holds {said}"))
+            found.append(
+                Violation(2, payment_id, f"ledger says {status.value}, gateway holds {said}")
+            )
     elif status in _ALERTED:
         kind = _ALERTED[status]
         if (payment_id, str(kind)) not in outcome.alerts:
             found.append(Violation(2, payment_id, f"{status.value} without a {kind} alert"))
     else:
-        found.append(Violation(2, payment_id, f"the workflow ended, the ledger still says {status.value}"))
+        found.append(
+            Violation(2, payment_id, f"the workflow ended, the ledger still says {status.value}")
+        )
     return found
 
 
@@ -195,7 +209,7 @@ def _follows_machine(payment_id: str, status: PaymentStatus, outcome: Outcome) -
     found = []
     if statuses[0] is not S.RECEIVED:
         found.append(Violation(4, payment_id, f"first line is {statuses[0].value}, not received"))
-    for before, after in zip(statuses, statuses[1:], strict=False):
+    for before, after in itertools.pairwise(statuses):
         if after not in NEXT[before]:
             trail = " → ".join(s.value for s in statuses)
             found.append(Violation(4, payment_id, f"{before.value} → {after.value} in {trail}"))
@@ -235,6 +249,7 @@ def _ledger_status(workflow_id: str, outcome: Outcome) -> PaymentStatus | str:
 async def replays(outcome: Outcome, workflows: Sequence[type]) -> list[Violation]:
     """6: every history replays with the code that is checked (no non-determinism)."""
     replayer = Replayer(workflows=list(workflows), data_converter=data_converter(None))
+
     async def histories() -> AsyncIterator[WorkflowHistory]:
         for history in outcome.histories:
             yield history

@@ -117,8 +117,7 @@ class Report:
 
     def summary(self) -> str:
         lines = [
-            f"{len(self.results)} seeds in {self.seconds:.1f} s, "
-            f"{len(self.failures)} failed",
+            f"{len(self.results)} seeds in {self.seconds:.1f} s, {len(self.failures)} failed",
             "",
             "| what | times |",
             "|---|---|",

@@ -125,7 +125,9 @@ class Life:
 class PaymentLife(Life):
     """One payment's plan and how far the gateways have got through it."""
 
-    plan: PaymentPlan = field(default_factory=lambda: PaymentPlan(0, "EUR", CaptureMethod.AUTOMATIC, ()))
+    plan: PaymentPlan = field(
+        default_factory=lambda: PaymentPlan(0, "EUR", CaptureMethod.AUTOMATIC, ())
+    )
     payment_id: str = ""
     capture: CaptureMethod = CaptureMethod.AUTOMATIC
     charge_answers: int = 0
@@ -482,7 +484,9 @@ class SimGateway:
         refund = self.world.refunds_by_reference.get(lookup.refund_reference)
         self.world.seen["refund_lookup"] += 1
         if refund is None:
-            return RefundOutcome(state=RefundState.PENDING, refund_reference=lookup.refund_reference)
+            return RefundOutcome(
+                state=RefundState.PENDING, refund_reference=lookup.refund_reference
+            )
         life = self.world.refund_lives[refund.refund_id]
         life.calls += 1
         try:
