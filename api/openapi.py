@@ -76,7 +76,7 @@ class RefundOut(BaseModel):
 
 
 class AcceptedRefund(BaseModel):
-    """A 202: the refund is being reserved; poll its Location."""
+    """A 202: the refund is reserved in the ledger and goes on; poll its Location."""
 
     id: str
     object: Literal["refund"]

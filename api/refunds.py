@@ -172,9 +172,14 @@ def _from_update_failure(error: WorkflowUpdateFailedError) -> ApiError:
 async def _accepted_after_check(
     state: ApiState, refund: RefundRequestInput, merchant: str, key: str
 ) -> Response:
-    """202 without the workflow's word: check the key against the ledger's fingerprint first."""
+    """202 without the workflow's word, once the ledger has the refund: its Location must be
+    found by GET, which reads the ledger. Until the workflow's reserve step has run (no worker
+    yet, or a loaded one), the answer is 409 refund_in_progress: the same request again joins the
+    same workflow, and then gets the refund, or the refusal (a refused refund has no row)."""
     row = await _by_key(state, merchant, key)
-    if row is not None and row.fingerprint != refund.fingerprint:
+    if row is None:
+        raise _in_progress()
+    if row.fingerprint != refund.fingerprint:
         raise _key_reused()
     return JSONResponse(
         {
@@ -208,13 +213,18 @@ async def _replay_closed(
     if closed.fingerprint and closed.fingerprint != refund.fingerprint:
         raise _key_reused()
     if closed.refusal is None:
-        raise ApiError(
-            409,
-            "refund_in_progress",
-            "a refund with this Idempotency-Key exists but is not readable yet; retry shortly",
-            headers={"Retry-After": "1"},
-        )
+        raise _in_progress()
     raise _refused(closed.refusal.code, closed.refusal.message, closed.refundable_minor)
+
+
+def _in_progress() -> ApiError:
+    return ApiError(
+        409,
+        "refund_in_progress",
+        "a refund with this Idempotency-Key exists but is not readable yet; send the same "
+        "request again shortly",
+        headers={"Retry-After": "1"},
+    )
 
 
 async def list_refunds(request: Request) -> Response:

@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from tests.faults.harness import FaultTable, measure
-from tests.integration.stack import Stack, running_stack
+from tests.integration.stack import Stack, post_payment, running_stack
 from tests.support.serve import serve_api
 
 CLIENTS = 40
@@ -32,7 +32,8 @@ def _socket_on(port: int) -> socket.socket:
 async def _client(
     base_url: str, key: str, body: dict[str, Any], auth: dict[str, str]
 ) -> tuple[str, int]:
-    """One merchant: POST until answered, retrying connection trouble and 5xx with the same key.
+    """One merchant: POST until answered, retrying connection trouble and 5xx with the same key
+    (and 409 payment_in_progress after its Retry-After, within one attempt).
 
     Returns the payment id and how many attempts it took.
     """
@@ -41,7 +42,7 @@ async def _client(
         while True:
             attempts += 1
             try:
-                response = await http.post("/payments", json=body, headers={"Idempotency-Key": key})
+                response = await post_payment(http, body, key)
             except httpx.TransportError:
                 await asyncio.sleep(0.1)
                 continue

@@ -19,7 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from tests.faults.harness import FaultTable, measure
-from tests.integration.stack import Stack, running_stack
+from tests.integration.stack import Stack, post_payment, running_stack
 from tests.support.serve import serve_api
 
 KEYS = 20
@@ -39,10 +39,7 @@ async def _storm(
             for url in api_urls
         ]
         answers = await asyncio.gather(
-            *(
-                apis[n % len(apis)].post("/payments", json=body, headers={"Idempotency-Key": key})
-                for n in range(DUPLICATES)
-            )
+            *(post_payment(apis[n % len(apis)], body, key) for n in range(DUPLICATES))
         )
     return [(a.status_code, a.json().get("id")) for a in answers]
 

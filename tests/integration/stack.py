@@ -48,6 +48,20 @@ def _in_progress(response: httpx.Response) -> bool:
     return response.status_code == 409 and response.json()["error"]["code"] == "payment_in_progress"
 
 
+async def post_payment(
+    http: httpx.AsyncClient, body: Mapping[str, Any], key: str, *, within: float = 60
+) -> httpx.Response:
+    """POST /payments as a client must: 409 payment_in_progress (its workflow has started, but no
+    worker has written its ledger row yet) is the same request again after Retry-After. Any other
+    answer, or a transport error, is the caller's."""
+    async with asyncio.timeout(within):
+        while True:
+            response = await http.post("/payments", json=body, headers={"Idempotency-Key": key})
+            if not _in_progress(response):
+                return response
+            await asyncio.sleep(float(response.headers["Retry-After"]))
+
+
 def issue_api_key(engine: Engine, merchant_id: str, role: Role = Role.MERCHANT) -> str:
     """A fresh key for ``merchant_id`` (created when missing), as `paytide merchants` makes one."""
     with transaction(session_factory(engine)) as session:
@@ -88,15 +102,7 @@ class Stack:
             "order_id": f"order_{uuid.uuid4().hex[:8]}",
             **fields,
         }
-        headers = {"Idempotency-Key": key or uuid.uuid4().hex}
-        # As a client must: 409 payment_in_progress (its workflow has started, but no worker has
-        # written its ledger row yet) is the same request again after Retry-After.
-        async with asyncio.timeout(60):
-            while True:
-                response = await self.api.post("/payments", json=body, headers=headers)
-                if not _in_progress(response):
-                    return response
-                await asyncio.sleep(float(response.headers["Retry-After"]))
+        return await post_payment(self.api, body, key or uuid.uuid4().hex)
 
     async def wait_final(self, payment_id: str, within: float = 30) -> dict[str, Any]:
         async with asyncio.timeout(within):

@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from gateways.signing import sign, verify
 from ledger.engine import session_factory, transaction
 from ledger.models import WebhookEvent
-from tests.integration.stack import MERCHANT_SECRET, Stack, running_stack
+from tests.integration.stack import MERCHANT_SECRET, Stack, late_worker, running_stack
 
 
 @pytest.fixture
@@ -43,6 +43,22 @@ async def refund(
         json=body,
         headers={"Idempotency-Key": key or uuid.uuid4().hex},
     )
+
+
+async def refund_until_named(
+    stack: Stack, payment_id: str, key: str, **body: Any
+) -> httpx.Response:
+    """As a client must: 409 refund_in_progress (its workflow has started, but no worker has
+    reserved it yet) is the same request again after Retry-After."""
+    async with asyncio.timeout(60):
+        while True:
+            response = await refund(stack, payment_id, key, **body)
+            if not (
+                response.status_code == 409
+                and response.json()["error"]["code"] == "refund_in_progress"
+            ):
+                return response
+            await asyncio.sleep(float(response.headers["Retry-After"]))
 
 
 async def settled(stack: Stack, payment_id: str, refund_id: str) -> dict[str, Any]:
@@ -172,6 +188,59 @@ async def test_refund_replay_by_key_and_key_reuse(stack: Stack) -> None:
     assert after.status_code == 200
     assert (after.json()["id"], after.json()["status"]) == (first.json()["id"], "succeeded")
     assert await sandbox_refunds(stack, payment["gateway_reference"]) == 1
+
+
+async def test_post_names_a_refund_only_once_get_can_find_it(
+    dev_env: WorkflowEnvironment, database_url: str
+) -> None:
+    """Until a worker has reserved the refund in the ledger, POST /payments/{id}/refunds answers
+    409 refund_in_progress, not a 202 whose Location is 404; once reserved, the same request is
+    answered with the refund, and a 202 (no worker to answer) names a Location GET finds."""
+    # The refund webhook comes long after the test: the refund stays pending in the ledger.
+    async with running_stack(
+        dev_env.client,
+        database_url,
+        in_process_worker=False,
+        initiate_wait=1.0,
+        sandbox_webhook_delay=60.0,
+    ) as stack:
+        async with late_worker(stack, dev_env.client):
+            created = await stack.pay(payment_method="pm_sandbox_instant")
+            assert created.status_code in (201, 202), created.text
+            payment = await stack.wait_final(created.json()["id"])
+            assert payment["status"] == "succeeded", payment
+        path = f"/payments/{payment['id']}/refunds"
+        key = uuid.uuid4().hex
+        body = {"amount": 500, "reason": "requested_by_customer"}
+
+        # No worker: the refund's workflow has started, but nothing has reserved it yet.
+        early = await refund(stack, payment["id"], key, **body)
+        if "location" in early.headers:
+            location = early.headers["location"]
+            found = await stack.api.get(location)
+            assert found.status_code == 200, f"{early.status_code} named {location}: {found.text}"
+        assert early.status_code == 409, early.text
+        assert early.json()["error"]["code"] == "refund_in_progress"
+        assert early.headers["retry-after"] == "1"
+        assert (await stack.api.get(path)).json()["data"] == []
+
+        async with late_worker(stack, dev_env.client):
+            # The same request again, as Retry-After asks: the first request's workflow answers
+            # (so a replay), or a 202 now that the ledger has the refund.
+            named = await refund_until_named(stack, payment["id"], key, **body)
+            assert named.status_code in (200, 202), named.text
+            refund_id = named.json()["id"]
+            found = await stack.api.get(f"{path}/{refund_id}")
+            assert found.status_code == 200, found.text
+            assert (found.json()["status"], found.json()["amount"]) == ("pending", 500)
+
+        # Reserved, and no worker to answer: 202, and its Location is found.
+        accepted = await refund(stack, payment["id"], key, **body)
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.headers["location"] == f"{path}/{refund_id}"
+        found = await stack.api.get(accepted.headers["location"])
+        assert found.status_code == 200, found.text
+        assert [r["id"] for r in (await stack.api.get(path)).json()["data"]] == [refund_id]
 
 
 async def test_refund_declined_by_the_gateway_is_recorded_with_its_reason(stack: Stack) -> None:
