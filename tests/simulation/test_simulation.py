@@ -10,7 +10,14 @@ import logging
 
 from tests.simulation.invariants import check, replays
 from tests.simulation.run import open_lane, run_seeds
-from tests.simulation.scenario import ChargeAnswer, PaymentPlan, Resolution, Scenario
+from tests.simulation.scenario import (
+    ChargeAnswer,
+    Fate,
+    ModifyAnswer,
+    PaymentPlan,
+    Resolution,
+    Scenario,
+)
 from workflows.contract import CaptureMethod, GatewayName, PaymentStatus
 
 BUDGET = range(200)
@@ -60,3 +67,28 @@ async def test_seed_322_a_dispute_leaves_a_conflicted_payment_conflicted() -> No
     assert payment.status == PaymentStatus.CONFLICTED
     (dispute,) = next(iter(outcome.disputes.values()))
     assert dispute.status == "lost"  # the dispute itself is recorded, on its own row
+
+
+async def test_seed_677_a_void_whose_webhook_is_lost_is_reconciled() -> None:
+    """Seed 677, shrunk: a manual-capture authorization expired; the gateway accepted the void
+    and confirmed it only by webhook, which was lost. The workflow waited for the webhook with
+    no timer after the maximum wait, so nothing could ever end it. It now asks the gateway at
+    each deadline, as it does while charging."""
+    scenario = Scenario(
+        seed=677,
+        payments=(
+            PaymentPlan(
+                amount=120000,
+                currency="EUR",
+                capture=CaptureMethod.MANUAL,
+                route=(GatewayName.SANDBOX,),
+                modifies=(ModifyAnswer.ASYNC,),
+                fates=(Fate.ON_TIME, Fate.LOST),
+            ),
+        ),
+    )
+    async with open_lane() as lane:
+        outcome = await lane.run(scenario)
+        assert check(outcome) + await replays(outcome, lane.workflows) == []
+    (payment,) = outcome.payments.values()
+    assert payment.status == PaymentStatus.CANCELED
