@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import time
 
@@ -68,7 +69,12 @@ async def _many(seeds: range, lanes: int) -> int:
             rate = done / (time.perf_counter() - started)
             print(f"[sim] {done}/{total} seeds, {rate:.1f}/s", flush=True)
 
-    report = await run_seeds(seeds, lanes=lanes, progress=progress)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        # Stop after the seeds in flight and still print the report of those done.
+        loop.add_signal_handler(signum, stop.set)
+    report = await run_seeds(seeds, lanes=lanes, progress=progress, stop=stop)
     print(report.summary())
     for failure in report.failures:
         print(f"failed: seed {failure.seed} (python -m tests.simulation --seed {failure.seed})")

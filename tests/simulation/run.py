@@ -134,12 +134,14 @@ async def run_seeds(
     activities_hook: ActivitiesHook | None = None,
     progress: Callable[[SeedResult, int], None] | None = None,
     stop_at_first: bool = False,
+    stop: asyncio.Event | None = None,
 ) -> Report:
-    """Run ``seeds`` over ``lanes`` servers in parallel."""
+    """Run ``seeds`` over ``lanes`` servers in parallel; setting ``stop`` ends the run after
+    the seeds in flight, with a report of those done."""
     queue = list(seeds)
     results: list[SeedResult] = []
     started = time.perf_counter()
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
 
     async def lane_loop() -> None:
         async with open_lane(workflows, activities_hook) as lane:
