@@ -117,8 +117,7 @@ class Report:
 
     def summary(self) -> str:
         lines = [
-            f"{len(self.results)} seeds in {self.seconds:.1f} s, "
-            f"{len(self.failures)} failed",
+            f"{len(self.results)} seeds in {self.seconds:.1f} s, {len(self.failures)} failed",
             "",
             "| what | times |",
             "|---|---|",
@@ -135,8 +134,10 @@ async def run_seeds(
     activities_hook: ActivitiesHook | None = None,
     progress: Callable[[SeedResult, int], None] | None = None,
     stop_at_first: bool = False,
+    stop_when: Callable[[SeedResult], bool] | None = None,
 ) -> Report:
-    """Run ``seeds`` over ``lanes`` servers in parallel."""
+    """Run ``seeds`` over ``lanes`` servers in parallel; stop taking new seeds after the first
+    that fails (``stop_at_first``) or that ``stop_when`` picks."""
     queue = list(seeds)
     results: list[SeedResult] = []
     started = time.perf_counter()
@@ -149,7 +150,7 @@ async def run_seeds(
                 results.append(result)
                 if progress:
                     progress(result, len(results))
-                if result.failed and stop_at_first:
+                if (stop_at_first and result.failed) or (stop_when and stop_when(result)):
                     stop.set()
 
     await asyncio.gather(*(lane_loop() for _ in range(max(1, lanes))))
