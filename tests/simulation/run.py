@@ -134,10 +134,12 @@ async def run_seeds(
     activities_hook: ActivitiesHook | None = None,
     progress: Callable[[SeedResult, int], None] | None = None,
     stop_at_first: bool = False,
+    stop_when: Callable[[SeedResult], bool] | None = None,
     stop: asyncio.Event | None = None,
 ) -> Report:
-    """Run ``seeds`` over ``lanes`` servers in parallel; setting ``stop`` ends the run after
-    the seeds in flight, with a report of those done."""
+    """Run ``seeds`` over ``lanes`` servers in parallel. New seeds stop being taken after the
+    first that fails (``stop_at_first``) or that ``stop_when`` picks, or once ``stop`` is set;
+    the report holds the seeds done."""
     queue = list(seeds)
     results: list[SeedResult] = []
     started = time.perf_counter()
@@ -150,7 +152,7 @@ async def run_seeds(
                 results.append(result)
                 if progress:
                     progress(result, len(results))
-                if result.failed and stop_at_first:
+                if (stop_at_first and result.failed) or (stop_when and stop_when(result)):
                     stop.set()
 
     await asyncio.gather(*(lane_loop() for _ in range(max(1, lanes))))
