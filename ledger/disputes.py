@@ -12,6 +12,7 @@ from ledger import payments
 from ledger.conflicts import insert_ignoring_conflict
 from ledger.models import DisputeRecord, Payment, utcnow
 from workflows.contract import (
+    CAPTURED_STATUSES,
     FINAL_DISPUTE_STATES,
     DisputeNotice,
     DisputeState,
@@ -127,7 +128,13 @@ def _created_by(row: DisputeRecord, at: datetime) -> bool:
 def _payment_follows(
     session: Session, payment: Payment, row: DisputeRecord, state: DisputeState, at: datetime
 ) -> None:
-    """The payment's status as the dispute leaves it: disputed while open, then the outcome."""
+    """The payment's status as the dispute leaves it: disputed while open, then the outcome.
+
+    Only a payment paytide holds as captured follows its dispute. Any other (``conflicted``,
+    ``needs_attention``: the gateway's word and ours already disagree) keeps its status for the
+    operator who must settle it; the dispute has its own row, and its workflow alerts them."""
+    if PaymentStatus(payment.status) not in CAPTURED_STATUSES:
+        return
     if state is DisputeState.LOST:
         status = PaymentStatus.DISPUTE_LOST
     elif state is DisputeState.WON:

@@ -38,7 +38,7 @@ pytest_plugins = ["tests.support.connection_origins"]
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         kind = Path(str(item.fspath)).relative_to(TESTS).parts[0]
-        if kind in {"unit", "workflow", "integration"}:
+        if kind in {"unit", "workflow", "integration", "simulation"}:
             item.add_marker(getattr(pytest.mark, kind))
 
 

@@ -48,6 +48,8 @@ AFTER_SUCCESS_STATUSES = frozenset(
         PaymentStatus.DISPUTE_LOST,
     }
 )
+# Statuses at which the card was charged as paytide asked: refunds and disputes apply.
+CAPTURED_STATUSES = frozenset({PaymentStatus.SUCCEEDED}) | AFTER_SUCCESS_STATUSES
 CLOSED_STATUSES = TERMINAL_STATUSES | {PaymentStatus.CONFLICTED} | AFTER_SUCCESS_STATUSES
 
 

@@ -797,27 +797,39 @@ class PaymentWorkflow:
         )
 
     async def _await_event(self, accept: frozenset[ChargeState]) -> ChargeOutcome:
-        """Wait for the gateway's webhook confirming a modification (capture, void); escalate
-        to operators if it does not come by the webhook deadline, and keep waiting."""
-        try:
-            await workflow.wait_condition(
-                lambda: self._next_event(accept) is not None,
-                timeout=timedelta(seconds=self._settings.max_webhook_wait_seconds),
-                timeout_summary="gateway confirmation deadline",
+        """Wait for the gateway's word on a modification (capture, void): its webhook, or its
+        answer when asked at each deadline. Past the maximum wait the operators are alerted once,
+        and the gateway is still asked, hourly, until it says."""
+        started = workflow.now()
+        wait = timedelta(seconds=self._settings.webhook_timeout_seconds)
+        max_wait = timedelta(seconds=self._settings.max_webhook_wait_seconds)
+        escalated = False
+        while True:
+            try:
+                await workflow.wait_condition(
+                    lambda: self._next_event(accept) is not None,
+                    timeout=wait,
+                    timeout_summary="gateway confirmation deadline",
+                )
+            except TimeoutError:
+                found = await self._reconcile(self._lookup())
+                if found is not None and found.state in accept:
+                    return self._record_outcome(found)
+                if not escalated and workflow.now() - started >= max_wait:
+                    escalated = True
+                    wait = ATTENTION_RECONCILE_EVERY
+                    await self._escalate("the gateway never confirmed the capture or void")
+                continue
+            event = self._take_event(accept)
+            assert event is not None
+            return ChargeOutcome(
+                state=event.state,
+                gateway_reference=event.gateway_reference,
+                failure=event.failure,
+                amount_minor=event.amount_minor,
+                currency=event.currency,
+                amount_captured=event.amount_captured,
             )
-        except TimeoutError:
-            await self._escalate("the gateway never confirmed the capture or void")
-            await workflow.wait_condition(lambda: self._next_event(accept) is not None)
-        event = self._take_event(accept)
-        assert event is not None
-        return ChargeOutcome(
-            state=event.state,
-            gateway_reference=event.gateway_reference,
-            failure=event.failure,
-            amount_minor=event.amount_minor,
-            currency=event.currency,
-            amount_captured=event.amount_captured,
-        )
 
     # ---- Cancel ---------------------------------------------------------------------------
 
