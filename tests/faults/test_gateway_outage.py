@@ -26,7 +26,8 @@ async def test_gateway_5xx_window_is_ridden_out_with_backoff(
         assert outage.status_code == 200, outage.text
         ends = time.monotonic() + outage.json()["outage_seconds_remaining"]
         created = await asyncio.gather(*(stack.pay() for _ in range(PAYMENTS)))
-        assert all(r.status_code in (201, 202) for r in created), [r.text for r in created]
+        # 200: a POST sent again after 409 payment_in_progress finds the payment it started.
+        assert all(r.status_code in (200, 201, 202) for r in created), [r.text for r in created]
         # Nothing was charged while the gateway was down.
         assert (await stack.sandbox.get("/v1/stats")).json()["charges_by_reference"] == {}
 
